@@ -1,0 +1,1 @@
+//! flotilla library: the CLI commands.
