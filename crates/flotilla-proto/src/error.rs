@@ -87,6 +87,50 @@ pub struct UpstreamError {
     pub message: String,
 }
 
+impl UpstreamError {
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        UpstreamError {
+            error_type: error_type.into(),
+            message: message.into(),
+        }
+    }
+
+    /// True when the upstream said the prompt does not fit the model's context window
+    /// (OpenAI `context_length_exceeded`; Anthropic only says it in the message text).
+    pub fn is_context_too_long(&self) -> bool {
+        if self.error_type == "context_length_exceeded" {
+            return true;
+        }
+        let m = self.message.to_ascii_lowercase();
+        m.contains("prompt is too long")
+            || m.contains("maximum context length")
+            || m.contains("context length exceeded")
+            || m.contains("exceed context limit")
+            || m.contains("context window")
+    }
+
+    /// True when the credential is out of money or quota (OpenAI `insufficient_quota`,
+    /// Anthropic `billing_error` or a 400 saying the credit balance is too low).
+    pub fn is_quota_exhausted(&self) -> bool {
+        if matches!(
+            self.error_type.as_str(),
+            "insufficient_quota" | "billing_error" | "billing_hard_limit_reached"
+        ) {
+            return true;
+        }
+        let m = self.message.to_ascii_lowercase();
+        m.contains("credit balance is too low") || m.contains("exceeded your current quota")
+    }
+
+    /// True when the upstream reported itself overloaded (Anthropic `overloaded_error`).
+    pub fn is_overloaded(&self) -> bool {
+        matches!(
+            self.error_type.as_str(),
+            "overloaded_error" | "server_overloaded" | "overloaded"
+        )
+    }
+}
+
 /// A stream could not be decoded.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum DecodeError {

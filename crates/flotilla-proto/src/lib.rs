@@ -11,6 +11,7 @@ pub mod error;
 pub mod openai_chat;
 pub mod openai_responses;
 pub mod sse;
+mod wire;
 
 pub use canonical::*;
 pub use error::{ApiError, ErrorKind, ProtoError};
