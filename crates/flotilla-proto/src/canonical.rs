@@ -48,10 +48,7 @@ pub struct Message {
 impl Message {
     /// A message holding one text part.
     pub fn text(role: Role, text: impl Into<String>) -> Self {
-        Message {
-            role,
-            content: vec![ContentPart::Text { text: text.into() }],
-        }
+        Message { role, content: vec![ContentPart::Text { text: text.into() }] }
     }
 }
 
@@ -148,11 +145,7 @@ pub struct Usage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// Lifecycle: the answer began. Held back by the router until the first content arrives.
-    Start {
-        id: String,
-        model: String,
-        input_tokens: u32,
-    },
+    Start { id: String, model: String, input_tokens: u32 },
     /// A content block opens at `index` (0-based, in order).
     BlockStart { index: u32, block: BlockKind },
     /// Text appended to the text block at `index`.
@@ -162,10 +155,7 @@ pub enum StreamEvent {
     /// The block at `index` is complete.
     BlockStop { index: u32 },
     /// The answer is complete.
-    Finish {
-        stop_reason: StopReason,
-        usage: Usage,
-    },
+    Finish { stop_reason: StopReason, usage: Usage },
 }
 
 impl StreamEvent {

@@ -15,16 +15,10 @@ pub enum ProtoError {
 
 impl ProtoError {
     pub fn invalid(what: &'static str, detail: impl ToString) -> Self {
-        ProtoError::Invalid {
-            what,
-            detail: detail.to_string(),
-        }
+        ProtoError::Invalid { what, detail: detail.to_string() }
     }
     pub fn unsupported(what: &'static str, detail: impl ToString) -> Self {
-        ProtoError::Unsupported {
-            what,
-            detail: detail.to_string(),
-        }
+        ProtoError::Unsupported { what, detail: detail.to_string() }
     }
 }
 
@@ -70,11 +64,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError {
-            kind,
-            status: kind.status(),
-            message: message.into(),
-        }
+        ApiError { kind, status: kind.status(), message: message.into() }
     }
 }
 
@@ -89,10 +79,7 @@ pub struct UpstreamError {
 
 impl UpstreamError {
     pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
-        UpstreamError {
-            error_type: error_type.into(),
-            message: message.into(),
-        }
+        UpstreamError { error_type: error_type.into(), message: message.into() }
     }
 
     /// True when the upstream said the prompt does not fit the model's context window
@@ -112,10 +99,7 @@ impl UpstreamError {
     /// True when the credential is out of money or quota (OpenAI `insufficient_quota`,
     /// Anthropic `billing_error` or a 400 saying the credit balance is too low).
     pub fn is_quota_exhausted(&self) -> bool {
-        if matches!(
-            self.error_type.as_str(),
-            "insufficient_quota" | "billing_error" | "billing_hard_limit_reached"
-        ) {
+        if matches!(self.error_type.as_str(), "insufficient_quota" | "billing_error" | "billing_hard_limit_reached") {
             return true;
         }
         let m = self.message.to_ascii_lowercase();
@@ -124,10 +108,7 @@ impl UpstreamError {
 
     /// True when the upstream reported itself overloaded (Anthropic `overloaded_error`).
     pub fn is_overloaded(&self) -> bool {
-        matches!(
-            self.error_type.as_str(),
-            "overloaded_error" | "server_overloaded" | "overloaded"
-        )
+        matches!(self.error_type.as_str(), "overloaded_error" | "server_overloaded" | "overloaded")
     }
 }
 

@@ -11,6 +11,8 @@ pub mod error;
 pub mod openai_chat;
 pub mod openai_responses;
 pub mod sse;
+#[cfg(test)]
+mod test_util;
 mod wire;
 
 pub use canonical::*;

@@ -21,8 +21,8 @@ use crate::openai_chat;
 use crate::sse::{SseEvent, write_json_event};
 use crate::wire::{self, EmptyArray, EmptyObject, TextOr};
 use crate::{
-    ApiError, BlockKind, ChatRequest, ChatResponse, ContentPart, ImageSource, Message, ProtoError,
-    Role, StopReason, StreamEvent, ToolChoice, ToolDef, Usage,
+    ApiError, BlockKind, ChatRequest, ChatResponse, ContentPart, ImageSource, Message, ProtoError, Role, StopReason,
+    StreamEvent, ToolChoice, ToolDef, Usage,
 };
 
 /// Separator between `instructions` and merged `system`/`developer` input messages.
@@ -34,8 +34,7 @@ const SYSTEM_JOIN: &str = "\n\n";
 /// state flotilla does not keep), `background`, structured `text.format`, built-in tools,
 /// and input items other than messages, function calls, their outputs and reasoning.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ProtoError> {
-    let raw: InRequest<'_> =
-        serde_json::from_slice(body).map_err(|e| ProtoError::invalid("request", e))?;
+    let raw: InRequest<'_> = serde_json::from_slice(body).map_err(|e| ProtoError::invalid("request", e))?;
     if raw.previous_response_id.is_some() || raw.conversation.is_some() {
         return Err(ProtoError::unsupported(
             "parameter",
@@ -79,9 +78,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ProtoError> {
             ));
         }
         tools.push(ToolDef {
-            name: t
-                .name
-                .ok_or_else(|| ProtoError::invalid("tool", "function tool without name"))?,
+            name: t.name.ok_or_else(|| ProtoError::invalid("tool", "function tool without name"))?,
             description: t.description,
             input_schema: t.parameters.unwrap_or_else(wire::empty_schema),
         });
@@ -94,22 +91,15 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ProtoError> {
             "none" => ToolChoice::None,
             "required" => ToolChoice::Any,
             other => {
-                return Err(ProtoError::invalid(
-                    "tool_choice",
-                    format!("unknown mode {other:?}"),
-                ));
+                return Err(ProtoError::invalid("tool_choice", format!("unknown mode {other:?}")));
             }
         }),
         Some(InToolChoice::Named { kind, name }) => {
             if kind != "function" {
-                return Err(ProtoError::unsupported(
-                    "tool_choice",
-                    format!("type {kind:?} (only function)"),
-                ));
+                return Err(ProtoError::unsupported("tool_choice", format!("type {kind:?} (only function)")));
             }
             Some(ToolChoice::Tool {
-                name: name
-                    .ok_or_else(|| ProtoError::invalid("tool_choice", "function choice without name"))?,
+                name: name.ok_or_else(|| ProtoError::invalid("tool_choice", "function choice without name"))?,
             })
         }
     };
@@ -129,16 +119,10 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ProtoError> {
     })
 }
 
-fn input_item(
-    item: InItem<'_>,
-    system: &mut Option<String>,
-    messages: &mut Vec<Message>,
-) -> Result<(), ProtoError> {
+fn input_item(item: InItem<'_>, system: &mut Option<String>, messages: &mut Vec<Message>) -> Result<(), ProtoError> {
     match item.kind.as_deref().unwrap_or("message") {
         "message" => {
-            let role = item
-                .role
-                .ok_or_else(|| ProtoError::invalid("input item", "message without role"))?;
+            let role = item.role.ok_or_else(|| ProtoError::invalid("input item", "message without role"))?;
             match role.as_ref() {
                 "system" | "developer" => {
                     let text = match item.content {
@@ -148,9 +132,7 @@ fn input_item(
                             let mut out = String::new();
                             for p in parts {
                                 match p.kind.as_ref() {
-                                    "input_text" | "output_text" => {
-                                        out.push_str(p.text.as_deref().unwrap_or_default())
-                                    }
+                                    "input_text" | "output_text" => out.push_str(p.text.as_deref().unwrap_or_default()),
                                     other => {
                                         return Err(ProtoError::unsupported(
                                             "system message content",
@@ -182,10 +164,7 @@ fn input_item(
                             out
                         }
                     };
-                    messages.push(Message {
-                        role: Role::User,
-                        content,
-                    });
+                    messages.push(Message { role: Role::User, content });
                 }
                 "assistant" => {
                     let mut content = Vec::new();
@@ -204,30 +183,21 @@ fn input_item(
                                         ));
                                     }
                                 };
-                                content.push(ContentPart::Text {
-                                    text: text.unwrap_or_default(),
-                                });
+                                content.push(ContentPart::Text { text: text.unwrap_or_default() });
                             }
                         }
                     }
                     push_assistant(messages, content);
                 }
                 other => {
-                    return Err(ProtoError::invalid(
-                        "input item",
-                        format!("unknown role {other:?}"),
-                    ));
+                    return Err(ProtoError::invalid("input item", format!("unknown role {other:?}")));
                 }
             }
         }
         "function_call" => {
             let part = ContentPart::ToolUse {
-                id: item
-                    .call_id
-                    .ok_or_else(|| ProtoError::invalid("function_call", "missing call_id"))?,
-                name: item
-                    .name
-                    .ok_or_else(|| ProtoError::invalid("function_call", "missing name"))?,
+                id: item.call_id.ok_or_else(|| ProtoError::invalid("function_call", "missing call_id"))?,
+                name: item.name.ok_or_else(|| ProtoError::invalid("function_call", "missing name"))?,
                 input: wire::parse_tool_args(item.arguments.unwrap_or_default()),
             };
             push_assistant(messages, vec![part]);
@@ -254,10 +224,7 @@ fn input_item(
             };
             match messages.last_mut() {
                 Some(last) if wire::is_tool_results(last) => last.content.push(part),
-                _ => messages.push(Message {
-                    role: Role::User,
-                    content: vec![part],
-                }),
+                _ => messages.push(Message { role: Role::User, content: vec![part] }),
             }
         }
         // Reasoning of earlier turns (often encrypted) only helps the same OpenAI model
@@ -276,26 +243,16 @@ fn input_item(
 fn push_assistant(messages: &mut Vec<Message>, content: Vec<ContentPart>) {
     match messages.last_mut() {
         Some(last) if last.role == Role::Assistant => last.content.extend(content),
-        _ => messages.push(Message {
-            role: Role::Assistant,
-            content,
-        }),
+        _ => messages.push(Message { role: Role::Assistant, content }),
     }
 }
 
 fn input_part(p: InPart<'_>) -> Result<ContentPart, ProtoError> {
     match p.kind.as_ref() {
-        "input_text" | "output_text" => Ok(ContentPart::Text {
-            text: p.text.unwrap_or_default(),
-        }),
+        "input_text" | "output_text" => Ok(ContentPart::Text { text: p.text.unwrap_or_default() }),
         "input_image" => match p.image_url {
-            Some(url) => Ok(ContentPart::Image {
-                source: wire::image_from_url(url),
-            }),
-            None => Err(ProtoError::unsupported(
-                "input_image",
-                "images by file_id (only image_url)",
-            )),
+            Some(url) => Ok(ContentPart::Image { source: wire::image_from_url(url) }),
+            None => Err(ProtoError::unsupported("input_image", "images by file_id (only image_url)")),
         },
         other => Err(ProtoError::unsupported(
             "input content part",
@@ -355,15 +312,10 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
         output: &output,
         parallel_tool_calls: true,
         previous_response_id: (),
-        reasoning: OutReasoning {
-            effort: (),
-            summary: (),
-        },
+        reasoning: OutReasoning { effort: (), summary: () },
         store: false,
         temperature: (),
-        text: OutTextConfig {
-            format: OutFormat { kind: "text" },
-        },
+        text: OutTextConfig { format: OutFormat { kind: "text" } },
         tool_choice: "auto",
         tools: EmptyArray,
         top_p: (),
@@ -402,13 +354,9 @@ pub fn encode_request(req: &ChatRequest, upstream_model: &str, stream: bool) -> 
 
 /// Parses an upstream's complete answer.
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, ProtoError> {
-    let raw: InResponse<'_> =
-        serde_json::from_slice(body).map_err(|e| ProtoError::invalid("response", e))?;
+    let raw: InResponse<'_> = serde_json::from_slice(body).map_err(|e| ProtoError::invalid("response", e))?;
     if raw.status.as_deref() == Some("failed") {
-        let msg = raw
-            .error
-            .and_then(|e| e.message)
-            .unwrap_or_else(|| "no error message".to_owned());
+        let msg = raw.error.and_then(|e| e.message).unwrap_or_else(|| "no error message".to_owned());
         return Err(ProtoError::invalid("response", format!("status failed: {msg}")));
     }
     let mut content = Vec::new();
@@ -419,14 +367,10 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, ProtoError> {
             "message" => {
                 for p in item.content.into_iter().flatten() {
                     match p.kind.as_ref() {
-                        "output_text" => content.push(ContentPart::Text {
-                            text: p.text.unwrap_or_default(),
-                        }),
+                        "output_text" => content.push(ContentPart::Text { text: p.text.unwrap_or_default() }),
                         "refusal" => {
                             refused = true;
-                            content.push(ContentPart::Text {
-                                text: p.refusal.unwrap_or_default(),
-                            });
+                            content.push(ContentPart::Text { text: p.refusal.unwrap_or_default() });
                         }
                         _ => {}
                     }
@@ -435,12 +379,8 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, ProtoError> {
             "function_call" => {
                 has_calls = true;
                 content.push(ContentPart::ToolUse {
-                    id: item
-                        .call_id
-                        .ok_or_else(|| ProtoError::invalid("response", "function_call without call_id"))?,
-                    name: item
-                        .name
-                        .ok_or_else(|| ProtoError::invalid("response", "function_call without name"))?,
+                    id: item.call_id.ok_or_else(|| ProtoError::invalid("response", "function_call without call_id"))?,
+                    name: item.name.ok_or_else(|| ProtoError::invalid("response", "function_call without name"))?,
                     input: wire::parse_tool_args(item.arguments.unwrap_or_default()),
                 });
             }
@@ -469,12 +409,7 @@ pub fn parse_error(body: &[u8]) -> Option<UpstreamError> {
     openai_chat::parse_error(body)
 }
 
-fn stop_reason(
-    status: Option<&str>,
-    incomplete_reason: Option<&str>,
-    has_calls: bool,
-    refused: bool,
-) -> StopReason {
+fn stop_reason(status: Option<&str>, incomplete_reason: Option<&str>, has_calls: bool, refused: bool) -> StopReason {
     if status == Some("incomplete") {
         match incomplete_reason {
             Some("max_output_tokens") => return StopReason::MaxTokens,
@@ -520,18 +455,8 @@ pub struct StreamEncoder {
 
 #[derive(Debug)]
 enum ItemState {
-    Message {
-        id: String,
-        text: String,
-        done: bool,
-    },
-    FunctionCall {
-        id: String,
-        call_id: String,
-        name: String,
-        arguments: String,
-        done: bool,
-    },
+    Message { id: String, text: String, done: bool },
+    FunctionCall { id: String, call_id: String, name: String, arguments: String, done: bool },
 }
 
 impl ItemState {
@@ -543,13 +468,7 @@ impl ItemState {
                 role: "assistant",
                 content: OutTexts::One(text),
             },
-            ItemState::FunctionCall {
-                id,
-                call_id,
-                name,
-                arguments,
-                done,
-            } => OutItem::FunctionCall {
+            ItemState::FunctionCall { id, call_id, name, arguments, done } => OutItem::FunctionCall {
                 id: Cow::Borrowed(id),
                 call_id,
                 name,
@@ -581,11 +500,9 @@ impl StreamEncoder {
                 let n = self.items.len();
                 let base = self.id.strip_prefix("resp_").unwrap_or(&self.id);
                 let item = match block {
-                    BlockKind::Text => ItemState::Message {
-                        id: format!("msg_{base}_{n}"),
-                        text: String::new(),
-                        done: false,
-                    },
+                    BlockKind::Text => {
+                        ItemState::Message { id: format!("msg_{base}_{n}"), text: String::new(), done: false }
+                    }
                     BlockKind::ToolUse { id, name } => ItemState::FunctionCall {
                         id: format!("fc_{base}_{n}"),
                         call_id: id.clone(),
@@ -605,11 +522,7 @@ impl StreamEncoder {
                 write_json_event(
                     out,
                     Some("response.output_item.added"),
-                    &OutEvent::OutputItemAdded {
-                        sequence_number: seq,
-                        output_index: n,
-                        item: item.out(),
-                    },
+                    &OutEvent::OutputItemAdded { sequence_number: seq, output_index: n, item: item.out() },
                 );
                 if let ItemState::Message { id, .. } = item {
                     let seq = part_seq;
@@ -647,10 +560,7 @@ impl StreamEncoder {
                     );
                 }
             }
-            StreamEvent::ToolArgsDelta {
-                index,
-                partial_json,
-            } => {
+            StreamEvent::ToolArgsDelta { index, partial_json } => {
                 let Some(n) = self.open_item(*index) else {
                     return;
                 };
@@ -677,11 +587,7 @@ impl StreamEncoder {
             StreamEvent::Finish { stop_reason, usage } => {
                 self.close_open(out);
                 let (status, incomplete) = status_for(*stop_reason);
-                let name = if incomplete.is_some() {
-                    "response.incomplete"
-                } else {
-                    "response.completed"
-                };
+                let name = if incomplete.is_some() { "response.incomplete" } else { "response.completed" };
                 let seq = self.bump();
                 let output: Vec<OutItem<'_>> = self.items.iter().map(ItemState::out).collect();
                 let response = self.response(
@@ -692,15 +598,9 @@ impl StreamEncoder {
                     Some(OutUsage::from(*usage)),
                 );
                 let event = if incomplete.is_some() {
-                    OutEvent::Incomplete {
-                        sequence_number: seq,
-                        response,
-                    }
+                    OutEvent::Incomplete { sequence_number: seq, response }
                 } else {
-                    OutEvent::Completed {
-                        sequence_number: seq,
-                        response,
-                    }
+                    OutEvent::Completed { sequence_number: seq, response }
                 };
                 write_json_event(out, Some(name), &event);
             }
@@ -716,33 +616,12 @@ impl StreamEncoder {
         write_json_event(
             out,
             Some("error"),
-            &OutEvent::Error {
-                sequence_number: seq,
-                code,
-                message: &err.message,
-                param: (),
-            },
+            &OutEvent::Error { sequence_number: seq, code, message: &err.message, param: () },
         );
         let seq = self.bump();
         let output: Vec<OutItem<'_>> = self.items.iter().map(ItemState::out).collect();
-        let response = self.response(
-            "failed",
-            None,
-            Some(OutRespError {
-                code,
-                message: &err.message,
-            }),
-            &output,
-            None,
-        );
-        write_json_event(
-            out,
-            Some("response.failed"),
-            &OutEvent::Failed {
-                sequence_number: seq,
-                response,
-            },
-        );
+        let response = self.response("failed", None, Some(OutRespError { code, message: &err.message }), &output, None);
+        write_json_event(out, Some("response.failed"), &OutEvent::Failed { sequence_number: seq, response });
     }
 
     fn bump(&mut self) -> u64 {
@@ -779,15 +658,10 @@ impl StreamEncoder {
             output,
             parallel_tool_calls: true,
             previous_response_id: (),
-            reasoning: OutReasoning {
-                effort: (),
-                summary: (),
-            },
+            reasoning: OutReasoning { effort: (), summary: () },
             store: false,
             temperature: (),
-            text: OutTextConfig {
-                format: OutFormat { kind: "text" },
-            },
+            text: OutTextConfig { format: OutFormat { kind: "text" } },
             tool_choice: "auto",
             tools: EmptyArray,
             top_p: (),
@@ -807,10 +681,7 @@ impl StreamEncoder {
         write_json_event(
             out,
             Some("response.created"),
-            &OutEvent::Created {
-                sequence_number: seq,
-                response: self.response("in_progress", None, None, &[], None),
-            },
+            &OutEvent::Created { sequence_number: seq, response: self.response("in_progress", None, None, &[], None) },
         );
         let seq = self.bump();
         write_json_event(
@@ -869,19 +740,10 @@ impl StreamEncoder {
                 write_json_event(
                     out,
                     Some("response.output_item.done"),
-                    &OutEvent::OutputItemDone {
-                        sequence_number: s3,
-                        output_index: n,
-                        item: item.out(),
-                    },
+                    &OutEvent::OutputItemDone { sequence_number: s3, output_index: n, item: item.out() },
                 );
             }
-            ItemState::FunctionCall {
-                id,
-                name,
-                arguments,
-                ..
-            } => {
+            ItemState::FunctionCall { id, name, arguments, .. } => {
                 write_json_event(
                     out,
                     Some("response.function_call_arguments.done"),
@@ -896,11 +758,7 @@ impl StreamEncoder {
                 write_json_event(
                     out,
                     Some("response.output_item.done"),
-                    &OutEvent::OutputItemDone {
-                        sequence_number: s2,
-                        output_index: n,
-                        item: item.out(),
-                    },
+                    &OutEvent::OutputItemDone { sequence_number: s2, output_index: n, item: item.out() },
                 );
             }
         }
@@ -947,11 +805,7 @@ impl StreamDecoder {
     }
 
     /// Like [`StreamDecoder::feed`], appending to a caller-owned buffer.
-    pub fn feed_into(
-        &mut self,
-        ev: &SseEvent,
-        out: &mut Vec<StreamEvent>,
-    ) -> Result<(), DecodeError> {
+    pub fn feed_into(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), DecodeError> {
         if self.done {
             return Ok(());
         }
@@ -1106,17 +960,12 @@ impl StreamDecoder {
     fn ensure_started(&mut self, id: String, model: String, out: &mut Vec<StreamEvent>) {
         if !self.started {
             self.started = true;
-            out.push(StreamEvent::Start {
-                id,
-                model,
-                input_tokens: 0,
-            });
+            out.push(StreamEvent::Start { id, model, input_tokens: 0 });
         }
     }
 
     fn is_open(&self, output_index: u32, content_index: Option<u32>) -> bool {
-        self.open
-            .is_some_and(|o| o.output_index == output_index && o.content_index == content_index)
+        self.open.is_some_and(|o| o.output_index == output_index && o.content_index == content_index)
     }
 
     fn open_text(&mut self, output_index: u32, content_index: u32, out: &mut Vec<StreamEvent>) {
@@ -1124,16 +973,8 @@ impl StreamDecoder {
         self.close_open(out);
         let index = self.next_index;
         self.next_index += 1;
-        self.open = Some(OpenBlock {
-            output_index,
-            content_index: Some(content_index),
-            index,
-            streamed: false,
-        });
-        out.push(StreamEvent::BlockStart {
-            index,
-            block: BlockKind::Text,
-        });
+        self.open = Some(OpenBlock { output_index, content_index: Some(content_index), index, streamed: false });
+        out.push(StreamEvent::BlockStart { index, block: BlockKind::Text });
     }
 
     fn open_call(&mut self, output_index: u32, item: InItem<'_>, out: &mut Vec<StreamEvent>) {
@@ -1142,12 +983,7 @@ impl StreamDecoder {
         self.seen_calls.push(output_index);
         let index = self.next_index;
         self.next_index += 1;
-        self.open = Some(OpenBlock {
-            output_index,
-            content_index: None,
-            index,
-            streamed: false,
-        });
+        self.open = Some(OpenBlock { output_index, content_index: None, index, streamed: false });
         out.push(StreamEvent::BlockStart {
             index,
             block: BlockKind::ToolUse {
@@ -1163,20 +999,14 @@ impl StreamDecoder {
     fn text(&mut self, text: String, out: &mut Vec<StreamEvent>) {
         if let Some(open) = &mut self.open {
             open.streamed = true;
-            out.push(StreamEvent::TextDelta {
-                index: open.index,
-                text,
-            });
+            out.push(StreamEvent::TextDelta { index: open.index, text });
         }
     }
 
     fn args(&mut self, partial_json: String, out: &mut Vec<StreamEvent>) {
         if let Some(open) = &mut self.open {
             open.streamed = true;
-            out.push(StreamEvent::ToolArgsDelta {
-                index: open.index,
-                partial_json,
-            });
+            out.push(StreamEvent::ToolArgsDelta { index: open.index, partial_json });
         }
     }
 
@@ -1317,10 +1147,7 @@ struct InUsage {
 
 impl From<InUsage> for Usage {
     fn from(u: InUsage) -> Self {
-        Usage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-        }
+        Usage { input_tokens: u.input_tokens, output_tokens: u.output_tokens }
     }
 }
 
@@ -1455,14 +1282,12 @@ impl Serialize for OutInput<'_> {
                     let mut others = 0;
                     for p in &m.content {
                         match p {
-                            ContentPart::ToolResult {
-                                tool_use_id,
-                                content,
-                                ..
-                            } => seq.serialize_element(&OutInputItem::FunctionCallOutput {
-                                call_id: tool_use_id,
-                                output: OutToolOutput(content),
-                            })?,
+                            ContentPart::ToolResult { tool_use_id, content, .. } => {
+                                seq.serialize_element(&OutInputItem::FunctionCallOutput {
+                                    call_id: tool_use_id,
+                                    output: OutToolOutput(content),
+                                })?
+                            }
                             ContentPart::Text { .. } | ContentPart::Image { .. } => others += 1,
                             ContentPart::ToolUse { .. } => {}
                         }
@@ -1480,9 +1305,7 @@ impl Serialize for OutInput<'_> {
                         match &m.content[i] {
                             ContentPart::Text { .. } => {
                                 let start = i;
-                                while i < m.content.len()
-                                    && matches!(m.content[i], ContentPart::Text { .. })
-                                {
+                                while i < m.content.len() && matches!(m.content[i], ContentPart::Text { .. }) {
                                     i += 1;
                                 }
                                 seq.serialize_element(&OutInputItem::AssistantMessage {
@@ -1544,23 +1367,17 @@ impl Serialize for OutInputParts<'_> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum OutInputPart<'a> {
-    InputText {
-        text: &'a str,
-    },
-    InputImage {
-        image_url: Cow<'a, str>,
-        detail: &'static str,
-    },
+    InputText { text: &'a str },
+    InputImage { image_url: Cow<'a, str>, detail: &'static str },
 }
 
 impl<'a> OutInputPart<'a> {
     fn from_part(p: &'a ContentPart) -> Option<Self> {
         match p {
             ContentPart::Text { text } => Some(OutInputPart::InputText { text }),
-            ContentPart::Image { source } => Some(OutInputPart::InputImage {
-                image_url: image_url(source),
-                detail: "auto",
-            }),
+            ContentPart::Image { source } => {
+                Some(OutInputPart::InputImage { image_url: image_url(source), detail: "auto" })
+            }
             _ => None,
         }
     }
@@ -1611,11 +1428,7 @@ struct OutTextPart<'a> {
 
 impl<'a> OutTextPart<'a> {
     fn new(text: &'a str) -> Self {
-        OutTextPart {
-            kind: "output_text",
-            text,
-            annotations: EmptyArray,
-        }
+        OutTextPart { kind: "output_text", text, annotations: EmptyArray }
     }
 }
 
@@ -1666,10 +1479,7 @@ impl<'a> From<&'a ToolChoice> for OutToolChoice<'a> {
             ToolChoice::Auto => OutToolChoice::Mode("auto"),
             ToolChoice::None => OutToolChoice::Mode("none"),
             ToolChoice::Any => OutToolChoice::Mode("required"),
-            ToolChoice::Tool { name } => OutToolChoice::Named {
-                kind: "function",
-                name,
-            },
+            ToolChoice::Tool { name } => OutToolChoice::Named { kind: "function", name },
         }
     }
 }
@@ -1754,9 +1564,7 @@ impl From<Usage> for OutUsage {
             input_tokens: u.input_tokens,
             input_tokens_details: OutInputDetails { cached_tokens: 0 },
             output_tokens: u.output_tokens,
-            output_tokens_details: OutOutputDetails {
-                reasoning_tokens: 0,
-            },
+            output_tokens_details: OutOutputDetails { reasoning_tokens: 0 },
             total_tokens: u.input_tokens.saturating_add(u.output_tokens),
         }
     }
@@ -1765,61 +1573,27 @@ impl From<Usage> for OutUsage {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum OutItem<'a> {
-    Message {
-        id: Cow<'a, str>,
-        status: &'static str,
-        role: &'static str,
-        content: OutTexts<'a>,
-    },
-    FunctionCall {
-        id: Cow<'a, str>,
-        call_id: &'a str,
-        name: &'a str,
-        arguments: Cow<'a, str>,
-        status: &'static str,
-    },
+    Message { id: Cow<'a, str>, status: &'static str, role: &'static str, content: OutTexts<'a> },
+    FunctionCall { id: Cow<'a, str>, call_id: &'a str, name: &'a str, arguments: Cow<'a, str>, status: &'static str },
 }
 
 #[derive(Serialize)]
 #[serde(tag = "type")]
 enum OutEvent<'a> {
     #[serde(rename = "response.created")]
-    Created {
-        sequence_number: u64,
-        response: OutResponse<'a>,
-    },
+    Created { sequence_number: u64, response: OutResponse<'a> },
     #[serde(rename = "response.in_progress")]
-    InProgress {
-        sequence_number: u64,
-        response: OutResponse<'a>,
-    },
+    InProgress { sequence_number: u64, response: OutResponse<'a> },
     #[serde(rename = "response.completed")]
-    Completed {
-        sequence_number: u64,
-        response: OutResponse<'a>,
-    },
+    Completed { sequence_number: u64, response: OutResponse<'a> },
     #[serde(rename = "response.incomplete")]
-    Incomplete {
-        sequence_number: u64,
-        response: OutResponse<'a>,
-    },
+    Incomplete { sequence_number: u64, response: OutResponse<'a> },
     #[serde(rename = "response.failed")]
-    Failed {
-        sequence_number: u64,
-        response: OutResponse<'a>,
-    },
+    Failed { sequence_number: u64, response: OutResponse<'a> },
     #[serde(rename = "response.output_item.added")]
-    OutputItemAdded {
-        sequence_number: u64,
-        output_index: usize,
-        item: OutItem<'a>,
-    },
+    OutputItemAdded { sequence_number: u64, output_index: usize, item: OutItem<'a> },
     #[serde(rename = "response.output_item.done")]
-    OutputItemDone {
-        sequence_number: u64,
-        output_index: usize,
-        item: OutItem<'a>,
-    },
+    OutputItemDone { sequence_number: u64, output_index: usize, item: OutItem<'a> },
     #[serde(rename = "response.content_part.added")]
     ContentPartAdded {
         sequence_number: u64,
@@ -1855,12 +1629,7 @@ enum OutEvent<'a> {
         logprobs: EmptyArray,
     },
     #[serde(rename = "response.function_call_arguments.delta")]
-    FunctionCallArgumentsDelta {
-        sequence_number: u64,
-        item_id: &'a str,
-        output_index: usize,
-        delta: &'a str,
-    },
+    FunctionCallArgumentsDelta { sequence_number: u64, item_id: &'a str, output_index: usize, delta: &'a str },
     #[serde(rename = "response.function_call_arguments.done")]
     FunctionCallArgumentsDone {
         sequence_number: u64,
@@ -1870,10 +1639,524 @@ enum OutEvent<'a> {
         arguments: &'a str,
     },
     #[serde(rename = "error")]
-    Error {
-        sequence_number: u64,
-        code: &'a str,
-        message: &'a str,
-        param: (),
-    },
+    Error { sequence_number: u64, code: &'a str, message: &'a str, param: () },
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::test_util::{decode_split, sample_request, sample_response, sample_stream, sample_text_stream};
+    use crate::{ErrorKind, ImageSource};
+
+    // Built from the Responses reference and function-calling guide, as Codex-style clients
+    // send it (reasoning item carried over, store false).
+    const REQUEST: &str = r#"{
+      "model": "gpt-4.1",
+      "instructions": "You are a coding assistant that talks like a pirate.",
+      "input": [
+        {"role": "developer", "content": "Answer briefly."},
+        {"role": "user", "content": [
+          {"type": "input_text", "text": "what is in this image?"},
+          {"type": "input_image", "image_url": "https://upload.wikimedia.org/wikipedia/commons/thumb/d/dd/Gfp-wisconsin-madison-the-nature-boardwalk.jpg/2560px-Gfp-wisconsin-madison-the-nature-boardwalk.jpg", "detail": "auto"}
+        ]},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAAB"},
+        {"type": "message", "id": "msg_abc", "status": "completed", "role": "assistant",
+         "content": [{"type": "output_text", "text": "A wooden boardwalk.", "annotations": []}]},
+        {"type": "function_call", "id": "fc_12345xyz", "call_id": "call_12345xyz", "name": "get_weather",
+         "arguments": "{\"location\":\"Paris, France\"}"},
+        {"type": "function_call", "id": "fc_2", "call_id": "call_2", "name": "get_weather",
+         "arguments": "{\"location\":\"Bogot\u00e1, Colombia\"}"},
+        {"type": "function_call_output", "call_id": "call_12345xyz", "output": "{\"temperature\": 20}"},
+        {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "25"}]},
+        {"role": "user", "content": "thanks"}
+      ],
+      "tools": [{
+        "type": "function",
+        "name": "get_weather",
+        "description": "Get current temperature for a given location.",
+        "parameters": {
+          "type": "object",
+          "properties": {"location": {"type": "string", "description": "City and country e.g. Bogot\u00e1, Colombia"}},
+          "required": ["location"],
+          "additionalProperties": false
+        },
+        "strict": true
+      }],
+      "tool_choice": {"type": "function", "name": "get_weather"},
+      "max_output_tokens": 1000,
+      "temperature": 0.7,
+      "stream": true,
+      "store": false,
+      "reasoning": {"effort": "low"},
+      "include": ["reasoning.encrypted_content"],
+      "user": "user-9"
+    }"#;
+
+    #[test]
+    fn parses_the_documented_request() {
+        let r = parse_request(REQUEST.as_bytes()).unwrap();
+        assert_eq!(
+            r.system.as_deref(),
+            Some("You are a coding assistant that talks like a pirate.\n\nAnswer briefly.")
+        );
+        assert_eq!(r.max_tokens, Some(1000));
+        assert_eq!(r.tool_choice, Some(ToolChoice::Tool { name: "get_weather".to_owned() }));
+        assert_eq!(r.user.as_deref(), Some("user-9"));
+        assert!(r.stream);
+        assert_eq!(r.tools[0].input_schema["additionalProperties"], false);
+        assert_eq!(r.messages.len(), 4);
+        assert_eq!(
+            r.messages[0].content[1],
+            ContentPart::Image {
+                source: ImageSource::Url {
+                    url: "https://upload.wikimedia.org/wikipedia/commons/thumb/d/dd/Gfp-wisconsin-madison-the-nature-boardwalk.jpg/2560px-Gfp-wisconsin-madison-the-nature-boardwalk.jpg".to_owned()
+                }
+            }
+        );
+        // The assistant message and both calls are one assistant turn.
+        assert_eq!(r.messages[1].role, Role::Assistant);
+        assert_eq!(r.messages[1].content.len(), 3);
+        assert_eq!(
+            r.messages[1].content[2],
+            ContentPart::ToolUse {
+                id: "call_2".to_owned(),
+                name: "get_weather".to_owned(),
+                input: json!({"location": "Bogot\u{e1}, Colombia"})
+            }
+        );
+        assert_eq!(r.messages[2].role, Role::User);
+        assert_eq!(
+            r.messages[2].content[1],
+            ContentPart::ToolResult {
+                tool_use_id: "call_2".to_owned(),
+                content: vec![ContentPart::Text { text: "25".to_owned() }],
+                is_error: false
+            }
+        );
+        assert_eq!(r.messages[3], Message::text(Role::User, "thanks"));
+
+        let simple =
+            parse_request(br#"{"model":"gpt-4.1","input":"Tell me a three sentence bedtime story about a unicorn."}"#)
+                .unwrap();
+        assert_eq!(
+            simple.messages,
+            vec![Message::text(Role::User, "Tell me a three sentence bedtime story about a unicorn.")]
+        );
+    }
+
+    #[test]
+    fn request_round_trips_through_encode() {
+        let r1 = parse_request(REQUEST.as_bytes()).unwrap();
+        let r2 = parse_request(&encode_request(&r1, &r1.model, r1.stream)).unwrap();
+        assert_eq!(r1, r2);
+
+        let mut sample = sample_request();
+        for choice in
+            [ToolChoice::Auto, ToolChoice::Any, ToolChoice::None, ToolChoice::Tool { name: "get_weather".to_owned() }]
+        {
+            sample.tool_choice = Some(choice);
+            let back = parse_request(&encode_request(&sample, "agent-1", true)).unwrap();
+            assert_eq!(back, sample);
+        }
+    }
+
+    #[test]
+    fn encode_request_has_the_responses_shape() {
+        let body: Value = serde_json::from_slice(&encode_request(&sample_request(), "gpt-5.3-codex", true)).unwrap();
+        assert_eq!(body["model"], "gpt-5.3-codex");
+        assert_eq!(body["instructions"], "You are terse.\n\nAnswer in English.");
+        assert_eq!(body["store"], false);
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["max_output_tokens"], 512);
+        assert_eq!(
+            body["tools"][0],
+            json!({"type": "function", "name": "get_weather", "description": "Get the current weather in a given location",
+                   "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+                   "strict": false})
+        );
+        let input = body["input"].as_array().unwrap();
+        assert_eq!(
+            input[0]["content"],
+            json!([
+                {"type": "input_text", "text": "Weather in Paris and the time? Also this:"},
+                {"type": "input_image", "image_url": "https://example.com/cat.png", "detail": "auto"},
+                {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "auto"}
+            ])
+        );
+        assert_eq!(
+            input[1],
+            json!({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking.", "annotations": []}]})
+        );
+        assert_eq!(
+            input[2],
+            json!({"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"location\":\"Paris\"}"})
+        );
+        assert_eq!(input[4], json!({"type": "function_call_output", "call_id": "call_1", "output": "18C, cloudy"}));
+        assert_eq!(input.len(), 8);
+    }
+
+    #[test]
+    fn rejects_what_cannot_be_translated() {
+        let cases = [
+            r#"{"model":"m","previous_response_id":"resp_1","input":"hi"}"#,
+            r#"{"model":"m","conversation":"conv_1","input":"hi"}"#,
+            r#"{"model":"m","background":true,"input":"hi"}"#,
+            r#"{"model":"m","text":{"format":{"type":"json_schema","name":"x","schema":{}}},"input":"hi"}"#,
+            r#"{"model":"m","tools":[{"type":"web_search_preview"}],"input":"hi"}"#,
+            r#"{"model":"m","input":[{"type":"item_reference","id":"msg_1"}]}"#,
+            r#"{"model":"m","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-1"}]}]}"#,
+            r#"{"model":"m","input":[{"role":"user","content":[{"type":"input_image","file_id":"file-1"}]}]}"#,
+        ];
+        for body in cases {
+            assert!(matches!(parse_request(body.as_bytes()), Err(ProtoError::Unsupported { .. })), "{body}");
+        }
+        assert!(parse_request(br#"{"model":"m","text":{"format":{"type":"text"}},"input":"hi"}"#).is_ok());
+        assert!(matches!(parse_request(b"{"), Err(ProtoError::Invalid { .. })));
+        assert!(matches!(
+            parse_request(br#"{"model":"m","input":[{"type":"function_call","name":"f"}]}"#),
+            Err(ProtoError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn parses_the_documented_response() {
+        let body = r#"{
+          "id": "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b",
+          "object": "response",
+          "created_at": 1741476542,
+          "status": "completed",
+          "error": null,
+          "incomplete_details": null,
+          "instructions": null,
+          "max_output_tokens": null,
+          "model": "gpt-4.1-2025-04-14",
+          "output": [
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {"type": "message", "id": "msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b", "status": "completed", "role": "assistant",
+             "content": [{"type": "output_text", "text": "In a peaceful grove beneath a silver moon...", "annotations": []}]},
+            {"type": "function_call", "id": "fc_12345xyz", "call_id": "call_12345xyz", "name": "get_weather",
+             "arguments": "{\"location\":\"Paris, France\"}", "status": "completed"}
+          ],
+          "parallel_tool_calls": true,
+          "previous_response_id": null,
+          "reasoning": {"effort": null, "summary": null},
+          "store": true,
+          "temperature": 1.0,
+          "text": {"format": {"type": "text"}},
+          "tool_choice": "auto",
+          "tools": [],
+          "top_p": 1.0,
+          "truncation": "disabled",
+          "usage": {"input_tokens": 36, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 87,
+                    "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 123},
+          "user": null,
+          "metadata": {}
+        }"#;
+        let r = parse_response(body.as_bytes()).unwrap();
+        assert_eq!(r.id, "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b");
+        assert_eq!(r.model, "gpt-4.1-2025-04-14");
+        assert_eq!(r.stop_reason, StopReason::ToolUse);
+        assert_eq!(r.usage, Usage { input_tokens: 36, output_tokens: 87 });
+        assert_eq!(
+            r.content,
+            vec![
+                ContentPart::Text { text: "In a peaceful grove beneath a silver moon...".to_owned() },
+                ContentPart::ToolUse {
+                    id: "call_12345xyz".to_owned(),
+                    name: "get_weather".to_owned(),
+                    input: json!({"location": "Paris, France"})
+                },
+            ]
+        );
+        let incomplete = json!({"id": "resp_1", "model": "m", "status": "incomplete",
+            "incomplete_details": {"reason": "max_output_tokens"},
+            "output": [{"type": "message", "content": [{"type": "output_text", "text": "Once"}]}]});
+        assert_eq!(parse_response(incomplete.to_string().as_bytes()).unwrap().stop_reason, StopReason::MaxTokens);
+        let failed = json!({"id": "resp_1", "model": "m", "status": "failed", "error": {"code": "server_error", "message": "boom"}, "output": []});
+        assert!(parse_response(failed.to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn response_round_trips_and_has_the_sdk_shape() {
+        let resp = sample_response("resp_42");
+        let bytes = encode_response(&resp);
+        assert_eq!(parse_response(&bytes).unwrap(), resp);
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["object"], "response");
+        assert_eq!(v["status"], "completed");
+        assert_eq!(v["output"][0]["type"], "message");
+        assert_eq!(v["output"][0]["id"], "msg_42_0");
+        assert_eq!(
+            v["output"][0]["content"][0],
+            json!({"type": "output_text", "text": "Checking the weather.", "annotations": []})
+        );
+        assert_eq!(v["output"][1]["type"], "function_call");
+        assert_eq!(v["output"][1]["call_id"], "call_9");
+        assert_eq!(v["usage"]["total_tokens"], 120);
+
+        let mut two_texts = resp.clone();
+        two_texts.content =
+            vec![ContentPart::Text { text: "a".to_owned() }, ContentPart::Text { text: "b".to_owned() }];
+        two_texts.stop_reason = StopReason::MaxTokens;
+        let bytes = encode_response(&two_texts);
+        assert_eq!(parse_response(&bytes).unwrap(), two_texts);
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["status"], "incomplete");
+        assert_eq!(v["incomplete_details"], json!({"reason": "max_output_tokens"}));
+    }
+
+    #[test]
+    fn error_bodies() {
+        let v: Value =
+            serde_json::from_slice(&encode_error(&ApiError::new(ErrorKind::Authentication, "bad key"))).unwrap();
+        assert_eq!(
+            v,
+            json!({"error": {"message": "bad key", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})
+        );
+        let e = parse_error(br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#).unwrap();
+        assert_eq!(e.error_type, "rate_limit_exceeded");
+        assert!(parse_error(b"upstream connect error").is_none());
+    }
+
+    fn decode(bytes: &[u8], seed: u64) -> Result<(Vec<StreamEvent>, bool), DecodeError> {
+        let mut d = StreamDecoder::new();
+        let events = decode_split(bytes, seed, |ev| d.feed(ev))?;
+        Ok((events, d.is_done()))
+    }
+
+    #[test]
+    fn stream_round_trips_through_encoder_and_decoder() {
+        for events in [sample_stream("resp_1", 0), sample_text_stream("resp_2", 0)] {
+            let mut enc = StreamEncoder::new();
+            let mut bytes = Vec::new();
+            for ev in &events {
+                enc.encode(ev, &mut bytes);
+            }
+            for seed in 0..20 {
+                let (decoded, done) = decode(&bytes, seed).unwrap();
+                assert_eq!(decoded, events, "seed {seed}");
+                assert!(done);
+            }
+        }
+    }
+
+    #[test]
+    fn encoder_writes_the_documented_event_sequence() {
+        let mut enc = StreamEncoder::new();
+        let mut bytes = Vec::new();
+        for ev in &sample_stream("msg_01", 0) {
+            enc.encode(ev, &mut bytes);
+        }
+        let text = String::from_utf8(bytes).unwrap();
+        let mut frames = Vec::new();
+        let mut name = "";
+        for line in text.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n;
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                let v: Value = serde_json::from_str(d).unwrap();
+                assert_eq!(v["type"], name, "event name and data type agree");
+                frames.push(v);
+            }
+        }
+        let names: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(f["sequence_number"], i as u64);
+        }
+        assert_eq!(frames[0]["response"]["id"], "resp_01");
+        assert_eq!(frames[0]["response"]["status"], "in_progress");
+        assert_eq!(frames[0]["response"]["usage"], Value::Null);
+        assert_eq!(frames[6]["text"], "Let me check h\u{e9}r\u{e9} \u{1f680} for you:\n\"quoted\"");
+        assert_eq!(frames[12]["arguments"], "{\"location\": \"Paris\"}");
+        assert_eq!(frames[13]["item"]["status"], "completed");
+        let done = &frames[18]["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["usage"]["input_tokens"], 321);
+        assert_eq!(done["output"].as_array().unwrap().len(), 3);
+        assert_eq!(done["output"][1]["arguments"], "{\"location\": \"Paris\"}");
+        assert_eq!(done["output"][0]["id"], frames[2]["item"]["id"]);
+
+        let mut enc = StreamEncoder::new();
+        let mut bytes = Vec::new();
+        for ev in &sample_text_stream("resp_2", 0) {
+            enc.encode(ev, &mut bytes);
+        }
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("event: response.incomplete\n"));
+        assert!(text.contains("\"incomplete_details\":{\"reason\":\"max_output_tokens\"}"));
+    }
+
+    #[test]
+    fn decodes_a_real_upstream_stream() {
+        let text = r#"event: response.created
+data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","created_at":1741290958,"status":"in_progress","error":null,"incomplete_details":null,"instructions":"You are a helpful assistant.","max_output_tokens":null,"model":"gpt-4.1-2025-04-14","output":[],"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{"effort":null,"summary":null},"store":true,"temperature":1.0,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":null,"user":null,"metadata":{}}}
+
+event: response.in_progress
+data: {"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","status":"in_progress","model":"gpt-4.1-2025-04-14","output":[]}}
+
+event: response.output_item.added
+data: {"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[]}}
+
+event: response.output_item.done
+data: {"type":"response.output_item.done","sequence_number":3,"output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[]}}
+
+event: response.output_item.added
+data: {"type":"response.output_item.added","sequence_number":4,"output_index":1,"item":{"id":"msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654","type":"message","status":"in_progress","role":"assistant","content":[]}}
+
+event: response.content_part.added
+data: {"type":"response.content_part.added","sequence_number":5,"item_id":"msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654","output_index":1,"content_index":0,"part":{"type":"output_text","text":"","annotations":[]}}
+
+event: response.output_text.delta
+data: {"type":"response.output_text.delta","sequence_number":6,"item_id":"msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654","output_index":1,"content_index":0,"delta":"Hi","logprobs":[]}
+
+event: response.output_text.delta
+data: {"type":"response.output_text.delta","sequence_number":7,"item_id":"msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654","output_index":1,"content_index":0,"delta":" there!","logprobs":[]}
+
+event: response.output_text.done
+data: {"type":"response.output_text.done","sequence_number":8,"item_id":"msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654","output_index":1,"content_index":0,"text":"Hi there!","logprobs":[]}
+
+event: response.content_part.done
+data: {"type":"response.content_part.done","sequence_number":9,"item_id":"msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654","output_index":1,"content_index":0,"part":{"type":"output_text","text":"Hi there!","annotations":[]}}
+
+event: response.output_item.done
+data: {"type":"response.output_item.done","sequence_number":10,"output_index":1,"item":{"id":"msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hi there!","annotations":[]}]}}
+
+event: response.output_item.added
+data: {"type":"response.output_item.added","sequence_number":11,"output_index":2,"item":{"type":"function_call","id":"fc_1234xyz","call_id":"call_1234xyz","name":"get_weather","arguments":"","status":"in_progress"}}
+
+event: response.function_call_arguments.delta
+data: {"type":"response.function_call_arguments.delta","sequence_number":12,"item_id":"fc_1234xyz","output_index":2,"delta":"{\"location\":"}
+
+event: response.function_call_arguments.delta
+data: {"type":"response.function_call_arguments.delta","sequence_number":13,"item_id":"fc_1234xyz","output_index":2,"delta":"\"Paris, France\"}"}
+
+event: response.function_call_arguments.done
+data: {"type":"response.function_call_arguments.done","sequence_number":14,"item_id":"fc_1234xyz","output_index":2,"arguments":"{\"location\":\"Paris, France\"}"}
+
+event: response.output_item.done
+data: {"type":"response.output_item.done","sequence_number":15,"output_index":2,"item":{"type":"function_call","id":"fc_1234xyz","call_id":"call_1234xyz","name":"get_weather","arguments":"{\"location\":\"Paris, France\"}","status":"completed"}}
+
+event: response.completed
+data: {"type":"response.completed","sequence_number":16,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","status":"completed","model":"gpt-4.1-2025-04-14","output":[{"id":"rs_1","type":"reasoning","summary":[]},{"id":"msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hi there!","annotations":[]}]},{"type":"function_call","id":"fc_1234xyz","call_id":"call_1234xyz","name":"get_weather","arguments":"{\"location\":\"Paris, France\"}","status":"completed"}],"usage":{"input_tokens":37,"output_tokens":11,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":48}}}
+
+"#;
+        let (events, done) = decode(text.as_bytes(), 8).unwrap();
+        assert!(done);
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Start {
+                    id: "resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654".to_owned(),
+                    model: "gpt-4.1-2025-04-14".to_owned(),
+                    input_tokens: 0
+                },
+                StreamEvent::BlockStart { index: 0, block: BlockKind::Text },
+                StreamEvent::TextDelta { index: 0, text: "Hi".to_owned() },
+                StreamEvent::TextDelta { index: 0, text: " there!".to_owned() },
+                StreamEvent::BlockStop { index: 0 },
+                StreamEvent::BlockStart {
+                    index: 1,
+                    block: BlockKind::ToolUse { id: "call_1234xyz".to_owned(), name: "get_weather".to_owned() }
+                },
+                StreamEvent::ToolArgsDelta { index: 1, partial_json: "{\"location\":".to_owned() },
+                StreamEvent::ToolArgsDelta { index: 1, partial_json: "\"Paris, France\"}".to_owned() },
+                StreamEvent::BlockStop { index: 1 },
+                StreamEvent::Finish {
+                    stop_reason: StopReason::ToolUse,
+                    usage: Usage { input_tokens: 37, output_tokens: 11 }
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn decoder_reports_errors() {
+        let failed = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"model\":\"m\",\"output\":[]}}\n\n",
+            "event: response.failed\ndata: {\"type\":\"response.failed\",\"sequence_number\":1,\"response\":{\"id\":\"resp_1\",\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"The model failed to generate a response.\"},\"output\":[]}}\n\n",
+        );
+        let mut d = StreamDecoder::new();
+        match decode_split(failed.as_bytes(), 2, |ev| d.feed(ev)) {
+            Err(DecodeError::Upstream(e)) => {
+                assert_eq!(e, UpstreamError::new("server_error", "The model failed to generate a response."))
+            }
+            other => panic!("expected upstream error, got {other:?}"),
+        }
+        assert!(d.is_done());
+
+        let error = "event: error\ndata: {\"type\":\"error\",\"sequence_number\":3,\"code\":\"rate_limit_exceeded\",\"message\":\"Slow down\",\"param\":null}\n\n";
+        match decode(error.as_bytes(), 1) {
+            Err(DecodeError::Upstream(e)) => assert_eq!(e, UpstreamError::new("rate_limit_exceeded", "Slow down")),
+            other => panic!("expected upstream error, got {other:?}"),
+        }
+        let garbage = SseEvent { event: Some("response.output_text.delta".to_owned()), data: "{\"delta\":".to_owned() };
+        assert!(matches!(StreamDecoder::new().feed(&garbage), Err(DecodeError::Proto(_))));
+        let untyped = SseEvent { event: None, data: "[1,2]".to_owned() };
+        assert!(matches!(StreamDecoder::new().feed(&untyped), Err(DecodeError::Proto(_))));
+        let orphan = SseEvent {
+            event: Some("response.function_call_arguments.delta".to_owned()),
+            data: r#"{"type":"response.function_call_arguments.delta","output_index":3,"delta":"{"}"#.to_owned(),
+        };
+        assert!(matches!(StreamDecoder::new().feed(&orphan), Err(DecodeError::Proto(_))));
+    }
+
+    #[test]
+    fn stream_error_frames_are_error_then_failed() {
+        let mut enc = StreamEncoder::new();
+        let mut bytes = Vec::new();
+        let events = sample_text_stream("resp_3", 0);
+        for ev in &events[..3] {
+            enc.encode(ev, &mut bytes);
+        }
+        enc.encode_error(&ApiError::new(ErrorKind::Overloaded, "all candidates failed"), &mut bytes);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let error_at = text.find("event: error\n").unwrap();
+        let failed_at = text.find("event: response.failed\n").unwrap();
+        assert!(error_at < failed_at);
+        assert!(text.contains("\"status\":\"failed\""));
+        match decode(&bytes, 6) {
+            Err(DecodeError::Upstream(e)) => {
+                assert_eq!(e, UpstreamError::new("server_overloaded", "all candidates failed"))
+            }
+            other => panic!("expected upstream error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cross_format_responses_request_to_anthropic_and_chat() {
+        let canonical = parse_request(REQUEST.as_bytes()).unwrap();
+        let via_anthropic =
+            crate::anthropic::parse_request(&crate::anthropic::encode_request(&canonical, "gpt-4.1", true)).unwrap();
+        assert_eq!(via_anthropic, canonical);
+        let via_chat =
+            crate::openai_chat::parse_request(&crate::openai_chat::encode_request(&canonical, "gpt-4.1", true))
+                .unwrap();
+        assert_eq!(via_chat, canonical);
+    }
 }

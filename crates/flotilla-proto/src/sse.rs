@@ -85,10 +85,7 @@ impl SseParser {
 
     fn check_size(&self) -> Result<(), ProtoError> {
         if self.line.len() + self.data.len() > MAX_EVENT_BYTES {
-            return Err(ProtoError::invalid(
-                "event stream",
-                format!("event larger than {MAX_EVENT_BYTES} bytes"),
-            ));
+            return Err(ProtoError::invalid("event stream", format!("event larger than {MAX_EVENT_BYTES} bytes")));
         }
         Ok(())
     }
@@ -101,10 +98,7 @@ impl SseParser {
         if line.is_empty() {
             if self.has_data {
                 self.has_data = false;
-                out.push(SseEvent {
-                    event: self.event.take(),
-                    data: std::mem::take(&mut self.data),
-                });
+                out.push(SseEvent { event: self.event.take(), data: std::mem::take(&mut self.data) });
             } else {
                 self.event = None;
             }
@@ -203,10 +197,7 @@ mod tests {
     }
 
     fn ev(event: Option<&str>, data: &str) -> SseEvent {
-        SseEvent {
-            event: event.map(str::to_owned),
-            data: data.to_owned(),
-        }
+        SseEvent { event: event.map(str::to_owned), data: data.to_owned() }
     }
 
     #[test]
@@ -290,19 +281,13 @@ mod tests {
             String::from_utf8(buf.clone()).unwrap(),
             "event: message\ndata: one\ndata: two\ndata: three\ndata: four\n\ndata: \n\n"
         );
-        assert_eq!(
-            parse_all(&buf, 3),
-            vec![ev(Some("message"), "one\ntwo\nthree\nfour"), ev(None, "")]
-        );
+        assert_eq!(parse_all(&buf, 3), vec![ev(Some("message"), "one\ntwo\nthree\nfour"), ev(None, "")]);
     }
 
     #[test]
     fn write_json_event_writes_one_data_line() {
         let mut buf = Vec::new();
         write_json_event(&mut buf, Some("e"), &serde_json::json!({"t": "a\nb"}));
-        assert_eq!(
-            String::from_utf8(buf).unwrap(),
-            "event: e\ndata: {\"t\":\"a\\nb\"}\n\n"
-        );
+        assert_eq!(String::from_utf8(buf).unwrap(), "event: e\ndata: {\"t\":\"a\\nb\"}\n\n");
     }
 }

@@ -79,10 +79,7 @@ pub(crate) fn image_from_url(url: String) -> ImageSource {
         && let Some((meta, data)) = rest.split_once(',')
         && let Some(media_type) = meta.strip_suffix(";base64")
     {
-        return ImageSource::Base64 {
-            media_type: media_type.to_owned(),
-            data: data.to_owned(),
-        };
+        return ImageSource::Base64 { media_type: media_type.to_owned(), data: data.to_owned() };
     }
     ImageSource::Url { url }
 }
@@ -91,9 +88,7 @@ pub(crate) fn image_from_url(url: String) -> ImageSource {
 pub(crate) fn image_url(source: &ImageSource) -> Cow<'_, str> {
     match source {
         ImageSource::Url { url } => Cow::Borrowed(url),
-        ImageSource::Base64 { media_type, data } => {
-            Cow::Owned(format!("data:{media_type};base64,{data}"))
-        }
+        ImageSource::Base64 { media_type, data } => Cow::Owned(format!("data:{media_type};base64,{data}")),
     }
 }
 
@@ -124,10 +119,7 @@ pub(crate) fn prefixed_id(id: &str, prefix: &str) -> String {
     if id.starts_with(prefix) {
         return id.to_owned();
     }
-    let bare = ["msg_", "chatcmpl-", "resp_"]
-        .iter()
-        .find_map(|p| id.strip_prefix(p))
-        .unwrap_or(id);
+    let bare = ["msg_", "chatcmpl-", "resp_"].iter().find_map(|p| id.strip_prefix(p)).unwrap_or(id);
     let mut out = String::with_capacity(prefix.len() + bare.len());
     out.push_str(prefix);
     out.push_str(bare);
@@ -136,10 +128,7 @@ pub(crate) fn prefixed_id(id: &str, prefix: &str) -> String {
 
 /// Seconds since the Unix epoch (the `created` fields of the OpenAI formats).
 pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Concatenates the text parts of a content list; borrows when there is only one.
@@ -171,8 +160,5 @@ pub(crate) fn empty_schema() -> serde_json::Value {
 pub(crate) fn is_tool_results(m: &Message) -> bool {
     m.role == Role::User
         && !m.content.is_empty()
-        && m
-            .content
-            .iter()
-            .all(|p| matches!(p, ContentPart::ToolResult { .. }))
+        && m.content.iter().all(|p| matches!(p, ContentPart::ToolResult { .. }))
 }

@@ -228,6 +228,7 @@ impl UpstreamClient {
             sse: Vec::new(),
             ready: std::collections::VecDeque::new(),
             finished: false,
+            failed: None,
             sent_at,
         })
     }
@@ -309,6 +310,8 @@ pub struct UpstreamStream {
     sse: Vec<SseEvent>,
     ready: std::collections::VecDeque<StreamEvent>,
     finished: bool,
+    /// A failure seen after events that are still to be delivered.
+    failed: Option<AttemptFailure>,
     /// When the request left (for the router's own-time measurement).
     pub sent_at: Instant,
 }
@@ -327,17 +330,30 @@ impl UpstreamStream {
             if let Some(ev) = self.ready.pop_front() {
                 return Ok(Some(ev));
             }
+            if let Some(e) = self.failed.take() {
+                self.finished = true;
+                return Err(e);
+            }
             if self.finished || self.decoder.is_done() {
                 self.finished = true;
                 return Ok(None);
             }
             match self.body.next().await {
                 Some(Ok(chunk)) => {
-                    self.parser
-                        .push(&chunk, &mut self.sse)
-                        .map_err(|e| AttemptFailure::Malformed { detail: e.to_string() })?;
+                    // Events decoded before a bad or error event in the same chunk are still
+                    // delivered first; the failure follows them.
+                    let pushed = self.parser.push(&chunk, &mut self.sse);
                     for ev in self.sse.drain(..) {
-                        self.ready.extend(self.decoder.feed(&ev)?);
+                        match self.decoder.feed(&ev) {
+                            Ok(evs) => self.ready.extend(evs),
+                            Err(e) => {
+                                self.failed = Some(e.into());
+                                break;
+                            }
+                        }
+                    }
+                    if let (Err(e), None) = (pushed, &self.failed) {
+                        self.failed = Some(AttemptFailure::Malformed { detail: e.to_string() });
                     }
                 }
                 Some(Err(e)) => return Err(transport(&e)),

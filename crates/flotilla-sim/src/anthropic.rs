@@ -24,14 +24,14 @@ pub(crate) fn request_id() -> String {
 
 /// `x-api-key`, else `Authorization: Bearer` (OAuth tokens).
 pub(crate) fn credential(headers: &HeaderMap) -> Option<Credential> {
-    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        if !k.is_empty() {
-            return Some(Credential {
-                key: k.to_owned(),
-                header: "x-api-key",
-                bearer: false,
-            });
-        }
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok())
+        && !k.is_empty()
+    {
+        return Some(Credential {
+            key: k.to_owned(),
+            header: "x-api-key",
+            bearer: false,
+        });
     }
     let auth = headers.get("authorization")?.to_str().ok()?;
     let token = auth

@@ -199,7 +199,7 @@ pub(crate) async fn generate(
         let Some(cred) = &cred else {
             break 'answer Answer::Error(ErrorKind::MissingKey);
         };
-        if !cfg.accepted_keys.is_empty() && !cfg.accepted_keys.iter().any(|k| *k == cred.key) {
+        if !cfg.accepted_keys.is_empty() && !cfg.accepted_keys.contains(&cred.key) {
             break 'answer Answer::Error(ErrorKind::InvalidKey {
                 bearer: cred.bearer,
                 masked: crate::util::mask_key(&cred.key),
@@ -247,7 +247,7 @@ pub(crate) async fn generate(
             Ok(p) => p,
             Err(e) => break 'answer Answer::Error(e),
         };
-        if !cfg.models.is_empty() && !cfg.models.iter().any(|m| *m == prompt.model) {
+        if !cfg.models.is_empty() && !cfg.models.contains(&prompt.model) {
             break 'answer Answer::Error(ErrorKind::ModelNotFound(prompt.model));
         }
         let tokens = prompt.input_tokens();
@@ -350,7 +350,7 @@ pub(crate) fn models(app: &App, headers: &HeaderMap) -> Response {
         None => Some(ErrorKind::MissingKey),
         Some(c)
             if !app.cfg.accepted_keys.is_empty()
-                && !app.cfg.accepted_keys.iter().any(|k| *k == c.key) =>
+                && !app.cfg.accepted_keys.contains(&c.key) =>
         {
             Some(ErrorKind::InvalidKey {
                 bearer: c.bearer,

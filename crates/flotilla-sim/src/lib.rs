@@ -45,7 +45,8 @@
 //! `[<model>]`. With tools, and a conversation ending in a user turn (or a forced tool
 //! choice), the answer is one call to the first (or forced) tool with arguments built from
 //! its JSON schema. After a tool result, the answer quotes the result. Usage: input tokens
-//! ≈ prompt characters / 4, output tokens = generated words.
+//! ≈ characters of every string in the prompt (text, roles, tool definitions) / 4, output
+//! tokens = generated words.
 
 mod anthropic;
 mod api;

@@ -15,7 +15,8 @@ pub(crate) struct Prompt {
     pub tools: Vec<Tool>,
     pub choice: Choice,
     pub last: Last,
-    /// Characters of prompt text (system, messages, tool definitions).
+    /// Characters of every string in the prompt (system, messages including their roles,
+    /// tool definitions): a cheap stand-in for a tokenizer.
     pub prompt_chars: u64,
     /// Hash of the conversation; the seed of the reply.
     pub seed: u64,
