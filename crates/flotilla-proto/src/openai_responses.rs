@@ -28,6 +28,9 @@ use crate::{
 /// Separator between `instructions` and merged `system`/`developer` input messages.
 const SYSTEM_JOIN: &str = "\n\n";
 
+/// The smallest `max_output_tokens` the Responses API accepts.
+pub const MIN_OUTPUT_TOKENS: u32 = 16;
+
 /// Parses a client's request body.
 ///
 /// Rejected as unsupported: `previous_response_id`, `conversation`, `prompt` (server-side
@@ -343,7 +346,9 @@ pub fn encode_request(req: &ChatRequest, upstream_model: &str, stream: bool) -> 
         input: OutInput(&req.messages),
         tools: OutTools(&req.tools),
         tool_choice: req.tool_choice.as_ref().map(OutToolChoice::from),
-        max_output_tokens: req.max_tokens,
+        // The Responses API rejects caps below 16; a smaller cap from another format's client
+        // is raised rather than turned into a 400 the caller never caused.
+        max_output_tokens: req.max_tokens.map(|n| n.max(MIN_OUTPUT_TOKENS)),
         temperature: req.temperature,
         top_p: req.top_p,
         stream,

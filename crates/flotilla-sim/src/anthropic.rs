@@ -27,30 +27,17 @@ pub(crate) fn credential(headers: &HeaderMap) -> Option<Credential> {
     if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok())
         && !k.is_empty()
     {
-        return Some(Credential {
-            key: k.to_owned(),
-            header: "x-api-key",
-            bearer: false,
-        });
+        return Some(Credential { key: k.to_owned(), header: "x-api-key", bearer: false });
     }
     let auth = headers.get("authorization")?.to_str().ok()?;
-    let token = auth
-        .strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("bearer "))?
-        .trim();
-    (!token.is_empty()).then(|| Credential {
-        key: token.to_owned(),
-        header: "authorization",
-        bearer: true,
-    })
+    let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer "))?.trim();
+    (!token.is_empty()).then(|| Credential { key: token.to_owned(), header: "authorization", bearer: true })
 }
 
 /// Validates a Messages request the way the API does and extracts the prompt.
 /// `need_max_tokens` is false for `/v1/messages/count_tokens`.
 pub(crate) fn parse(req: &Value, need_max_tokens: bool) -> Result<Prompt, ErrorKind> {
-    let obj = req
-        .as_object()
-        .ok_or_else(|| ErrorKind::invalid("Input should be a valid dictionary"))?;
+    let obj = req.as_object().ok_or_else(|| ErrorKind::invalid("Input should be a valid dictionary"))?;
     let model = match obj.get("model") {
         None | Some(Value::Null) => return Err(ErrorKind::invalid("model: Field required")),
         Some(Value::String(s)) => s.clone(),
@@ -64,9 +51,7 @@ pub(crate) fn parse(req: &Value, need_max_tokens: bool) -> Result<Prompt, ErrorK
             Some(v) => match (v.as_u64(), v.as_i64()) {
                 (Some(n), _) if n >= 1 => Some(n),
                 (_, Some(_)) => {
-                    return Err(ErrorKind::invalid(
-                        "max_tokens: Input should be greater than or equal to 1",
-                    ));
+                    return Err(ErrorKind::invalid("max_tokens: Input should be greater than or equal to 1"));
                 }
                 _ => return Err(ErrorKind::invalid("max_tokens: Input should be a valid integer")),
             },
@@ -86,9 +71,7 @@ pub(crate) fn parse(req: &Value, need_max_tokens: bool) -> Result<Prompt, ErrorK
     for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str);
         if !matches!(role, Some("user" | "assistant")) {
-            return Err(ErrorKind::invalid(format!(
-                "messages.{i}.role: Input should be 'user' or 'assistant'"
-            )));
+            return Err(ErrorKind::invalid(format!("messages.{i}.role: Input should be 'user' or 'assistant'")));
         }
         let empty = match m.get("content") {
             None | Some(Value::Null) => {
@@ -97,9 +80,7 @@ pub(crate) fn parse(req: &Value, need_max_tokens: bool) -> Result<Prompt, ErrorK
             Some(Value::String(s)) => s.is_empty(),
             Some(Value::Array(a)) => a.is_empty(),
             Some(_) => {
-                return Err(ErrorKind::invalid(format!(
-                    "messages.{i}.content: Input should be a valid list"
-                )));
+                return Err(ErrorKind::invalid(format!("messages.{i}.content: Input should be a valid list")));
             }
         };
         if empty && !(i == last_i && role == Some("assistant")) {
@@ -109,16 +90,12 @@ pub(crate) fn parse(req: &Value, need_max_tokens: bool) -> Result<Prompt, ErrorK
         }
     }
     if messages[0].get("role").and_then(Value::as_str) != Some("user") {
-        return Err(ErrorKind::invalid(
-            "messages: first message must use the \"user\" role",
-        ));
+        return Err(ErrorKind::invalid("messages: first message must use the \"user\" role"));
     }
 
     let mut tools = Vec::new();
     if let Some(t) = obj.get("tools").filter(|t| !t.is_null()) {
-        let list = t
-            .as_array()
-            .ok_or_else(|| ErrorKind::invalid("tools: Input should be a valid list"))?;
+        let list = t.as_array().ok_or_else(|| ErrorKind::invalid("tools: Input should be a valid list"))?;
         for (i, tool) in list.iter().enumerate() {
             // Server tools (web search, code execution…) carry a versioned `type` and no
             // schema; the simulator never calls them.
@@ -133,28 +110,24 @@ pub(crate) fn parse(req: &Value, need_max_tokens: bool) -> Result<Prompt, ErrorK
             let schema = tool
                 .get("input_schema")
                 .ok_or_else(|| ErrorKind::invalid(format!("tools.{i}.input_schema: Field required")))?;
-            tools.push(Tool {
-                name: name.to_owned(),
-                schema: schema.clone(),
-            });
+            tools.push(Tool { name: name.to_owned(), schema: schema.clone() });
         }
     }
     let choice = match obj.get("tool_choice").filter(|c| !c.is_null()) {
         None => Choice::Auto,
         Some(c) => {
             if obj.get("tools").and_then(Value::as_array).is_none_or(Vec::is_empty) {
-                return Err(ErrorKind::invalid(
-                    "tool_choice may only be specified while providing tools.",
-                ));
+                return Err(ErrorKind::invalid("tool_choice may only be specified while providing tools."));
             }
             match c.get("type").and_then(Value::as_str) {
                 Some("auto") => Choice::Auto,
                 Some("any") => Choice::Any,
                 Some("none") => Choice::None,
                 Some("tool") => {
-                    let name = c.get("name").and_then(Value::as_str).ok_or_else(|| {
-                        ErrorKind::invalid("tool_choice.tool.name: Field required")
-                    })?;
+                    let name = c
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| ErrorKind::invalid("tool_choice.tool.name: Field required"))?;
                     if !tools.iter().any(|t| t.name == name) {
                         return Err(ErrorKind::invalid(format!(
                             "tool_choice.name: tool '{name}' was not found in tools"
@@ -187,11 +160,7 @@ pub(crate) fn parse(req: &Value, need_max_tokens: bool) -> Result<Prompt, ErrorK
                     .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
                     .map(|b| model::content_text(b.get("content").unwrap_or(&Value::Null)))
                     .collect();
-                if results.is_empty() {
-                    Last::User
-                } else {
-                    Last::ToolResult(results.join(" "))
-                }
+                if results.is_empty() { Last::User } else { Last::ToolResult(results.join(" ")) }
             }
             None => Last::User,
         }
@@ -209,16 +178,7 @@ pub(crate) fn parse(req: &Value, need_max_tokens: bool) -> Result<Prompt, ErrorK
             }
         }
     }
-    Ok(Prompt {
-        model,
-        stream,
-        max_tokens,
-        tools,
-        choice,
-        last,
-        prompt_chars: chars,
-        seed: h.finish(),
-    })
+    Ok(Prompt { model, stream, max_tokens, tools, choice, last, prompt_chars: chars, seed: h.finish() })
 }
 
 fn stop_reason(s: Stop) -> &'static str {
@@ -294,19 +254,11 @@ pub(crate) fn stream_events(p: &Prompt, r: &Reply) -> Events {
     let (block, deltas): (Value, Vec<Value>) = match &r.body {
         ReplyBody::Text { chunks } => (
             json!({ "type": "text", "text": "" }),
-            chunks
-                .iter()
-                .map(|c| json!({ "type": "text_delta", "text": c }))
-                .collect(),
+            chunks.iter().map(|c| json!({ "type": "text_delta", "text": c })).collect(),
         ),
-        ReplyBody::ToolCall {
-            name, fragments, ..
-        } => (
+        ReplyBody::ToolCall { name, fragments, .. } => (
             json!({ "type": "tool_use", "id": tool_use_id(), "name": name, "input": {} }),
-            fragments
-                .iter()
-                .map(|f| json!({ "type": "input_json_delta", "partial_json": f }))
-                .collect(),
+            fragments.iter().map(|f| json!({ "type": "input_json_delta", "partial_json": f })).collect(),
         ),
     };
     e.named(
@@ -317,17 +269,9 @@ pub(crate) fn stream_events(p: &Prompt, r: &Reply) -> Events {
     e.named("ping", &json!({ "type": "ping" }), Pace::Now);
     for (i, d) in deltas.into_iter().enumerate() {
         let pace = if i == 0 { Pace::FirstToken } else { Pace::Token };
-        e.named(
-            "content_block_delta",
-            &json!({ "type": "content_block_delta", "index": 0, "delta": d }),
-            pace,
-        );
+        e.named("content_block_delta", &json!({ "type": "content_block_delta", "index": 0, "delta": d }), pace);
     }
-    e.named(
-        "content_block_stop",
-        &json!({ "type": "content_block_stop", "index": 0 }),
-        Pace::Now,
-    );
+    e.named("content_block_stop", &json!({ "type": "content_block_stop", "index": 0 }), Pace::Now);
     e.named(
         "message_delta",
         &json!({
@@ -457,10 +401,7 @@ pub(crate) fn decorate(h: &mut HeaderMap, request_id: &str, success: bool) {
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("request-id", v);
     }
-    h.insert(
-        "anthropic-organization-id",
-        HeaderValue::from_static("00000000-0000-4000-8000-f1071a51a000"),
-    );
+    h.insert("anthropic-organization-id", HeaderValue::from_static("00000000-0000-4000-8000-f1071a51a000"));
     if !success {
         return;
     }
@@ -547,8 +488,14 @@ mod tests {
             Err(ErrorKind::Invalid { message, .. }) => message,
             other => panic!("expected invalid, got {other:?}"),
         };
-        assert_eq!(err(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})), "max_tokens: Field required");
-        assert_eq!(err(json!({"model": "m", "max_tokens": 5, "messages": []})), "messages: at least one message is required");
+        assert_eq!(
+            err(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})),
+            "max_tokens: Field required"
+        );
+        assert_eq!(
+            err(json!({"model": "m", "max_tokens": 5, "messages": []})),
+            "messages: at least one message is required"
+        );
         assert_eq!(
             err(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": "hi"}]})),
             "messages: first message must use the \"user\" role"
@@ -558,9 +505,15 @@ mod tests {
             "messages.0.role: Input should be 'user' or 'assistant'"
         );
         // Consecutive same-role messages are accepted (the API merges them).
-        assert!(parse(&json!({"model": "m", "max_tokens": 5, "messages": [
-            {"role": "user", "content": "a"}, {"role": "user", "content": "b"}
-        ]}), true).is_ok());
+        assert!(
+            parse(
+                &json!({"model": "m", "max_tokens": 5, "messages": [
+                    {"role": "user", "content": "a"}, {"role": "user", "content": "b"}
+                ]}),
+                true
+            )
+            .is_ok()
+        );
         // count_tokens does not need max_tokens.
         assert!(parse(&json!({"model": "m", "messages": [{"role": "user", "content": "a"}]}), false).is_ok());
     }

@@ -14,8 +14,8 @@ use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 use crate::fault::{Fault, Probe};
-use crate::model::{self, Prompt, Reply};
 use crate::handle::{Outcome, RecordedRequest};
+use crate::model::{self, Prompt, Reply};
 use crate::server::{App, ConnCtl};
 use crate::sse::{self, Timing};
 use crate::util::key_fingerprint;
@@ -58,13 +58,21 @@ pub(crate) struct Credential {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ErrorKind {
     MissingKey,
-    InvalidKey { bearer: bool, masked: String },
+    InvalidKey {
+        bearer: bool,
+        masked: String,
+    },
     /// The [`Fault::Unauthorized`] fault: the key is accepted but "expired".
-    Unauthorized { bearer: bool, masked: String },
+    Unauthorized {
+        bearer: bool,
+        masked: String,
+    },
     Forbidden,
     Overloaded,
     Unavailable,
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     PaymentRequired,
     BillingError,
     Internal,
@@ -72,7 +80,10 @@ pub(crate) enum ErrorKind {
     GatewayTimeout,
     /// The [`Fault::InvalidRequest`] fault.
     InvalidRequestFault,
-    ContextTooLong { tokens: u64, window: u64 },
+    ContextTooLong {
+        tokens: u64,
+        window: u64,
+    },
     /// Anthropic: no `anthropic-version` header.
     MissingVersion,
     BadJson,
@@ -84,28 +95,19 @@ pub(crate) enum ErrorKind {
         code: Option<&'static str>,
     },
     ModelNotFound(String),
-    RouteNotFound { method: String, path: String },
+    RouteNotFound {
+        method: String,
+        path: String,
+    },
 }
 
 impl ErrorKind {
     pub fn invalid(message: impl Into<String>) -> Self {
-        ErrorKind::Invalid {
-            message: message.into(),
-            param: None,
-            code: None,
-        }
+        ErrorKind::Invalid { message: message.into(), param: None, code: None }
     }
 
-    pub fn invalid_param(
-        message: impl Into<String>,
-        param: impl Into<String>,
-        code: Option<&'static str>,
-    ) -> Self {
-        ErrorKind::Invalid {
-            message: message.into(),
-            param: Some(param.into()),
-            code,
-        }
+    pub fn invalid_param(message: impl Into<String>, param: impl Into<String>, code: Option<&'static str>) -> Self {
+        ErrorKind::Invalid { message: message.into(), param: Some(param.into()), code }
     }
 }
 
@@ -128,12 +130,7 @@ impl ErrorReply {
     }
 
     pub fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> Self {
-        ErrorReply {
-            status,
-            content_type,
-            body: Bytes::from_static(body.as_bytes()),
-            headers: HeaderMap::new(),
-        }
+        ErrorReply { status, content_type, body: Bytes::from_static(body.as_bytes()), headers: HeaderMap::new() }
     }
 
     pub fn header(mut self, name: &'static str, value: impl ToString) -> Self {
@@ -169,29 +166,13 @@ pub(crate) async fn generate(
 ) -> Response {
     let started = Instant::now();
     let cfg = &app.cfg;
-    let request_id = if api.is_anthropic() {
-        anthropic::request_id()
-    } else {
-        openai::request_id()
-    };
+    let request_id = if api.is_anthropic() { anthropic::request_id() } else { openai::request_id() };
     let too_large = body.is_err();
     let value: Option<Value> = body.ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let model: Option<String> = value
-        .as_ref()
-        .and_then(|v| v.get("model"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let stream = value
-        .as_ref()
-        .and_then(|v| v.get("stream"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
+    let model: Option<String> = value.as_ref().and_then(|v| v.get("model")).and_then(Value::as_str).map(str::to_owned);
+    let stream = value.as_ref().and_then(|v| v.get("stream")).and_then(Value::as_bool).unwrap_or(false)
         && api != Api::CountTokens;
-    let cred = if api.is_anthropic() {
-        anthropic::credential(&headers)
-    } else {
-        openai::credential(&headers)
-    };
+    let cred = if api.is_anthropic() { anthropic::credential(&headers) } else { openai::credential(&headers) };
 
     let mut fault: Option<(u64, Fault)> = None;
     let mut extra_delay = Duration::ZERO;
@@ -227,7 +208,7 @@ pub(crate) async fn generate(
                 Fault::StallBeforeFirstByte { ms } => extra_delay = Duration::from_millis(*ms),
                 Fault::ConnectionReset => break 'answer Answer::Reset,
                 Fault::ContextTooLong => {
-                    let tokens = gen_tokens_guess(value).max(u64::from(cfg.context_window) + 1);
+                    let tokens = tokens_guess(value).max(u64::from(cfg.context_window) + 1);
                     break 'answer Answer::Error(ErrorKind::ContextTooLong {
                         tokens,
                         window: u64::from(cfg.context_window),
@@ -255,10 +236,7 @@ pub(crate) async fn generate(
             break 'answer Answer::Count(tokens);
         }
         if tokens > u64::from(cfg.context_window) {
-            break 'answer Answer::Error(ErrorKind::ContextTooLong {
-                tokens,
-                window: u64::from(cfg.context_window),
-            });
+            break 'answer Answer::Error(ErrorKind::ContextTooLong { tokens, window: u64::from(cfg.context_window) });
         }
         let reply = model::plan(&prompt, cfg.reply_tokens);
         Answer::Reply(Box::new((prompt, reply)))
@@ -269,11 +247,7 @@ pub(crate) async fn generate(
         tokio::time::sleep(delay).await;
     }
 
-    let ctx = ReqCtx {
-        api,
-        model: model.as_deref(),
-        request_id: &request_id,
-    };
+    let ctx = ReqCtx { api, model: model.as_deref(), request_id: &request_id };
     let fault_tag = fault.as_ref().map(|(id, f)| (*id, f.name()));
     let mut tokens = (0, 0);
     let mut stream_started = false;
@@ -341,33 +315,20 @@ pub(crate) fn models(app: &App, headers: &HeaderMap) -> Response {
     } else {
         (Api::Chat, openai::request_id(), openai::credential(headers))
     };
-    let ctx = ReqCtx {
-        api,
-        model: None,
-        request_id: &request_id,
-    };
+    let ctx = ReqCtx { api, model: None, request_id: &request_id };
     let error = match &cred {
         None => Some(ErrorKind::MissingKey),
-        Some(c)
-            if !app.cfg.accepted_keys.is_empty()
-                && !app.cfg.accepted_keys.contains(&c.key) =>
-        {
-            Some(ErrorKind::InvalidKey {
-                bearer: c.bearer,
-                masked: crate::util::mask_key(&c.key),
-            })
+        Some(c) if !app.cfg.accepted_keys.is_empty() && !app.cfg.accepted_keys.contains(&c.key) => {
+            Some(ErrorKind::InvalidKey { bearer: c.bearer, masked: crate::util::mask_key(&c.key) })
         }
-        Some(_) if anthropic && !headers.contains_key("anthropic-version") => {
-            Some(ErrorKind::MissingVersion)
-        }
+        Some(_) if anthropic && !headers.contains_key("anthropic-version") => Some(ErrorKind::MissingVersion),
         Some(_) => None,
     };
     let mut response = match &error {
         Some(kind) => error_response(&ctx, kind),
         None => {
             let mut r = Response::new(Body::from(app.models_body.clone()));
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
     };
@@ -393,31 +354,13 @@ pub(crate) fn models(app: &App, headers: &HeaderMap) -> Response {
 /// The error for an unknown route, in the API's own shape.
 pub(crate) fn route_not_found(app: &App, method: &str, path: &str) -> Response {
     let anthropic = app.cfg.kind == crate::SimKind::Anthropic;
-    let request_id = if anthropic {
-        anthropic::request_id()
-    } else {
-        openai::request_id()
-    };
-    let ctx = ReqCtx {
-        api: if anthropic { Api::Messages } else { Api::Chat },
-        model: None,
-        request_id: &request_id,
-    };
-    error_response(
-        &ctx,
-        &ErrorKind::RouteNotFound {
-            method: method.to_owned(),
-            path: path.to_owned(),
-        },
-    )
+    let request_id = if anthropic { anthropic::request_id() } else { openai::request_id() };
+    let ctx = ReqCtx { api: if anthropic { Api::Messages } else { Api::Chat }, model: None, request_id: &request_id };
+    error_response(&ctx, &ErrorKind::RouteNotFound { method: method.to_owned(), path: path.to_owned() })
 }
 
 fn error_response(ctx: &ReqCtx<'_>, kind: &ErrorKind) -> Response {
-    let e = if ctx.api.is_anthropic() {
-        anthropic::error(ctx, kind)
-    } else {
-        openai::error(ctx, kind)
-    };
+    let e = if ctx.api.is_anthropic() { anthropic::error(ctx, kind) } else { openai::error(ctx, kind) };
     let mut r = Response::new(Body::from(e.body));
     *r.status_mut() = e.status;
     let h = r.headers_mut();
@@ -428,8 +371,7 @@ fn error_response(ctx: &ReqCtx<'_>, kind: &ErrorKind) -> Response {
 
 fn json_response(v: &Value) -> Response {
     let mut r = Response::new(Body::from(serde_json::to_vec(v).unwrap_or_default()));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -443,14 +385,12 @@ fn stream_response(
     ctl: Option<ConnCtl>,
 ) -> Response {
     let (events, mid_error) = match api {
-        Api::Messages | Api::CountTokens => (
-            anthropic::stream_events(prompt, reply),
-            Bytes::from_static(anthropic::MID_STREAM_ERROR),
-        ),
-        Api::Chat => (
-            openai::chat::stream_events(req, prompt, reply),
-            Bytes::from_static(openai::chat::MID_STREAM_ERROR),
-        ),
+        Api::Messages | Api::CountTokens => {
+            (anthropic::stream_events(prompt, reply), Bytes::from_static(anthropic::MID_STREAM_ERROR))
+        }
+        Api::Chat => {
+            (openai::chat::stream_events(req, prompt, reply), Bytes::from_static(openai::chat::MID_STREAM_ERROR))
+        }
         Api::Responses => {
             let error_after = match fault {
                 Some(Fault::ErrorMidStream { after_events }) => Some(*after_events),
@@ -460,20 +400,10 @@ fn stream_response(
         }
     };
     let timing = Timing::new(app.cfg.ttft, app.cfg.tokens_per_sec);
-    let body = sse::body(
-        events,
-        timing,
-        fault,
-        Some(mid_error),
-        app.handle.clone(),
-        ctl,
-    );
+    let body = sse::body(events, timing, fault, Some(mid_error), app.handle.clone(), ctl);
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
     h.insert("cache-control", HeaderValue::from_static("no-cache"));
     r
 }
@@ -483,13 +413,10 @@ fn fault_error(f: &Fault, cred: &Credential) -> ErrorKind {
     match f {
         Fault::Overloaded => ErrorKind::Overloaded,
         Fault::Unavailable => ErrorKind::Unavailable,
-        Fault::RateLimited { retry_after_secs } => ErrorKind::RateLimited {
-            retry_after_secs: *retry_after_secs,
-        },
-        Fault::Unauthorized => ErrorKind::Unauthorized {
-            bearer: cred.bearer,
-            masked: crate::util::mask_key(&cred.key),
-        },
+        Fault::RateLimited { retry_after_secs } => ErrorKind::RateLimited { retry_after_secs: *retry_after_secs },
+        Fault::Unauthorized => {
+            ErrorKind::Unauthorized { bearer: cred.bearer, masked: crate::util::mask_key(&cred.key) }
+        }
         Fault::Forbidden => ErrorKind::Forbidden,
         Fault::PaymentRequired => ErrorKind::PaymentRequired,
         Fault::BillingError => ErrorKind::BillingError,
@@ -511,7 +438,7 @@ fn fault_error(f: &Fault, cred: &Credential) -> ErrorKind {
 }
 
 /// Prompt tokens of a request that may not have been validated (for the context fault).
-fn gen_tokens_guess(v: &Value) -> u64 {
+fn tokens_guess(v: &Value) -> u64 {
     let mut h = crate::util::Fnv::new();
     crate::util::div_ceil_u64(model::digest(v, &mut h), 4)
 }
@@ -528,20 +455,14 @@ async fn reset(ctl: Option<ConnCtl>) -> Response {
         }
         None => {
             let failing = futures::stream::once(async {
-                Err::<Bytes, _>(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "simulated connection reset",
-                ))
+                Err::<Bytes, _>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated connection reset"))
             });
             Response::new(Body::from_stream(failing))
         }
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "a flat list of what was seen, called from two places"
-)]
+#[expect(clippy::too_many_arguments, reason = "a flat list of what was seen, called from two places")]
 fn record_request(
     app: &App,
     api: Api,
@@ -560,10 +481,7 @@ fn record_request(
         let mut kept = BTreeMap::new();
         for (name, value) in headers {
             let n = name.as_str();
-            if matches!(
-                n,
-                "authorization" | "x-api-key" | "cookie" | "proxy-authorization"
-            ) {
+            if matches!(n, "authorization" | "x-api-key" | "cookie" | "proxy-authorization") {
                 continue;
             }
             kept.insert(n.to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned());

@@ -317,9 +317,7 @@ impl Entry {
     fn take(&self) -> bool {
         match &self.remaining {
             None => true,
-            Some(left) => left
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .is_ok(),
+            Some(left) => left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok(),
         }
     }
 
@@ -371,9 +369,7 @@ impl FaultSet {
             rule.probability = 0.0;
         }
         rule.probability = rule.probability.clamp(0.0, 1.0);
-        let seed = rule
-            .seed
-            .unwrap_or(0x5eed_f107_111a_0000 ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let seed = rule.seed.unwrap_or(0x5eed_f107_111a_0000 ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let entry = Arc::new(Entry {
             id,
             remaining: rule.count.map(AtomicU32::new),
@@ -437,20 +433,14 @@ mod tests {
     use super::*;
 
     fn probe<'a>(model: &'a str, key: &'a str, stream: bool) -> Probe<'a> {
-        Probe {
-            path: "/v1/messages",
-            model: Some(model),
-            key: Some(key),
-            stream,
-        }
+        Probe { path: "/v1/messages", model: Some(model), key: Some(key), stream }
     }
 
     #[test]
     fn json_form_round_trips_and_rejects_unknown_fields() {
-        let rule: FaultRule = serde_json::from_str(
-            r#"{"fault":{"kind":"rate_limited","retry_after_secs":7},"count":2,"model":"m"}"#,
-        )
-        .unwrap();
+        let rule: FaultRule =
+            serde_json::from_str(r#"{"fault":{"kind":"rate_limited","retry_after_secs":7},"count":2,"model":"m"}"#)
+                .unwrap();
         assert_eq!(rule.fault, Fault::RateLimited { retry_after_secs: 7 });
         assert_eq!(rule.count, Some(2));
         assert_eq!(rule.probability, 1.0);
@@ -492,9 +482,7 @@ mod tests {
         let run = || {
             let set = FaultSet::default();
             set.add(FaultRule::new(Fault::Internal).probability(0.5).seed(42));
-            (0..200)
-                .map(|_| set.pick(&probe("m", "k", false)).is_some())
-                .collect::<Vec<_>>()
+            (0..200).map(|_| set.pick(&probe("m", "k", false)).is_some()).collect::<Vec<_>>()
         };
         let a = run();
         assert_eq!(a, run());
@@ -517,12 +505,7 @@ mod tests {
     fn validate_rejects_impossible_rules() {
         assert!(FaultRule::new(Fault::Internal).probability(1.5).validate().is_err());
         assert!(FaultRule::new(Fault::Internal).stream_only().non_stream_only().validate().is_err());
-        assert!(
-            FaultRule::new(Fault::MalformedSse { after_events: 1 })
-                .non_stream_only()
-                .validate()
-                .is_err()
-        );
+        assert!(FaultRule::new(Fault::MalformedSse { after_events: 1 }).non_stream_only().validate().is_err());
         assert!(FaultRule::new(Fault::Internal).validate().is_ok());
     }
 

@@ -55,7 +55,8 @@ pub struct SimStats {
     pub output_tokens: u64,
 }
 
-/// One request as the simulator saw it, for tests that assert what a client sent.
+/// One generation request (`/v1/messages`, `/v1/chat/completions`, `/v1/responses`) as the
+/// simulator saw it, for tests that assert what a client sent.
 /// Credentials are never stored: only the header's name and a fingerprint of the key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedRequest {

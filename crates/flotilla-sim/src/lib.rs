@@ -51,8 +51,8 @@
 mod anthropic;
 mod api;
 mod fault;
-mod model;
 mod handle;
+mod model;
 mod openai;
 mod server;
 mod sse;
@@ -148,9 +148,7 @@ impl SimConfig {
             ttft: Duration::ZERO,
             tokens_per_sec: 0.0,
             reply_tokens: 24,
-            models: ["claude-opus-4-6", "claude-sonnet-4-5", "claude-haiku-4-5"]
-                .map(String::from)
-                .to_vec(),
+            models: ["claude-opus-4-6", "claude-sonnet-4-5", "claude-haiku-4-5"].map(String::from).to_vec(),
             context_window: 200_000,
             record_limit: DEFAULT_RECORD_LIMIT,
         }
@@ -161,9 +159,7 @@ impl SimConfig {
     pub fn openai() -> Self {
         SimConfig {
             kind: SimKind::OpenAi,
-            models: ["gpt-5.3-codex", "gpt-5", "gpt-4.1", "gpt-4o-mini"]
-                .map(String::from)
-                .to_vec(),
+            models: ["gpt-5.3-codex", "gpt-5", "gpt-4.1", "gpt-4o-mini"].map(String::from).to_vec(),
             context_window: 128_000,
             ..Self::anthropic()
         }

@@ -97,13 +97,12 @@ pub(crate) enum Stop {
 }
 
 const WORDS: &[&str] = &[
-    "the", "fleet", "agent", "answers", "quickly", "while", "a", "provider", "is", "busy", "and",
-    "every", "message", "arrives", "safely", "through", "journal", "router", "breaker", "opens",
-    "then", "closes", "again", "after", "cooldown", "so", "nothing", "gets", "lost", "on", "any",
-    "node", "harbor", "sails", "wind", "steady", "course", "signal", "clear", "morning", "tide",
-    "compass", "north", "river", "stone", "bright", "calm", "work", "done", "today", "with",
-    "care", "thread", "reply", "simple", "small", "model", "token", "stream", "ready", "fine",
-    "plan", "good", "yes",
+    "the", "fleet", "agent", "answers", "quickly", "while", "a", "provider", "is", "busy", "and", "every", "message",
+    "arrives", "safely", "through", "journal", "router", "breaker", "opens", "then", "closes", "again", "after",
+    "cooldown", "so", "nothing", "gets", "lost", "on", "any", "node", "harbor", "sails", "wind", "steady", "course",
+    "signal", "clear", "morning", "tide", "compass", "north", "river", "stone", "bright", "calm", "work", "done",
+    "today", "with", "care", "thread", "reply", "simple", "small", "model", "token", "stream", "ready", "fine", "plan",
+    "good", "yes",
 ];
 
 /// Tool results quoted back are cut to this many words, so a huge result can't make a huge
@@ -119,12 +118,7 @@ pub(crate) fn plan(p: &Prompt, reply_tokens: u32) -> Reply {
         let fragments = split_fragments(&arguments, 3);
         let output_tokens = div_ceil_u64((tool.name.len() + arguments.len()) as u64, 4) + 1;
         return Reply {
-            body: ReplyBody::ToolCall {
-                name: tool.name.clone(),
-                input,
-                arguments,
-                fragments,
-            },
+            body: ReplyBody::ToolCall { name: tool.name.clone(), input, arguments, fragments },
             stop: Stop::ToolUse,
             input_tokens,
             output_tokens,
@@ -147,11 +141,7 @@ pub(crate) fn plan(p: &Prompt, reply_tokens: u32) -> Reply {
             let n = reply_tokens.max(1) as usize;
             for i in 1..n {
                 let w = WORDS[rng.usize(..WORDS.len())];
-                chunks.push(if i + 1 == n {
-                    format!(" {w}.")
-                } else {
-                    format!(" {w}")
-                });
+                chunks.push(if i + 1 == n { format!(" {w}.") } else { format!(" {w}") });
             }
         }
     }
@@ -165,12 +155,7 @@ pub(crate) fn plan(p: &Prompt, reply_tokens: u32) -> Reply {
         }
     }
     let output_tokens = chunks.len() as u64;
-    Reply {
-        body: ReplyBody::Text { chunks },
-        stop,
-        input_tokens,
-        output_tokens,
-    }
+    Reply { body: ReplyBody::Text { chunks }, stop, input_tokens, output_tokens }
 }
 
 /// The tool to call, if the reply should be a tool call: a forced choice always calls; `auto`
@@ -204,33 +189,21 @@ fn value_for(schema: &Value, depth: usize) -> Value {
     if depth > 8 {
         return Value::Null;
     }
-    if let Some(first) = schema
-        .get("enum")
-        .and_then(Value::as_array)
-        .and_then(|a| a.first())
-    {
+    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|a| a.first()) {
         return first.clone();
     }
     if let Some(c) = schema.get("const") {
         return c.clone();
     }
     for key in ["anyOf", "oneOf", "allOf"] {
-        if let Some(first) = schema
-            .get(key)
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-        {
+        if let Some(first) = schema.get(key).and_then(Value::as_array).and_then(|a| a.first()) {
             return value_for(first, depth + 1);
         }
     }
     let ty = match schema.get("type") {
         Some(Value::String(s)) => s.as_str(),
         // `["string", "null"]`: the first non-null type.
-        Some(Value::Array(types)) => types
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|t| *t != "null")
-            .unwrap_or("null"),
+        Some(Value::Array(types)) => types.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null"),
         _ if schema.get("properties").is_some() => "object",
         _ => "object",
     };
@@ -242,20 +215,14 @@ fn value_for(schema: &Value, depth: usize) -> Value {
         "array" => {
             let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0);
             match schema.get("items") {
-                Some(items) if min > 0 => Value::Array(
-                    (0..min.min(8))
-                        .map(|_| value_for(items, depth + 1))
-                        .collect(),
-                ),
+                Some(items) if min > 0 => Value::Array((0..min.min(8)).map(|_| value_for(items, depth + 1)).collect()),
                 _ => Value::Array(Vec::new()),
             }
         }
         _ => {
             let mut out = Map::new();
             let props = schema.get("properties").and_then(Value::as_object);
-            if let (Some(required), Some(props)) =
-                (schema.get("required").and_then(Value::as_array), props)
-            {
+            if let (Some(required), Some(props)) = (schema.get("required").and_then(Value::as_array), props) {
                 for name in required.iter().filter_map(Value::as_str) {
                     let sub = props.get(name).unwrap_or(&Value::Null);
                     out.insert(name.to_owned(), value_for(sub, depth + 1));

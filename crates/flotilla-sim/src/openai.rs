@@ -27,15 +27,8 @@ pub(crate) fn request_id() -> String {
 /// `Authorization: Bearer <key>`; anything else counts as no key, as the API treats it.
 pub(crate) fn credential(headers: &HeaderMap) -> Option<Credential> {
     let auth = headers.get("authorization")?.to_str().ok()?;
-    let token = auth
-        .strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("bearer "))?
-        .trim();
-    (!token.is_empty()).then(|| Credential {
-        key: token.to_owned(),
-        header: "authorization",
-        bearer: true,
-    })
+    let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer "))?.trim();
+    (!token.is_empty()).then(|| Credential { key: token.to_owned(), header: "authorization", bearer: true })
 }
 
 pub(crate) fn finish_reason(s: Stop) -> &'static str {
@@ -52,15 +45,8 @@ const GATEWAY_TIMEOUT_HTML: &str = "<html>\r\n<head><title>504 Gateway Time-out<
 
 /// OpenAI's error body: `{"error":{"message","type","param","code"}}`.
 pub(crate) fn error(ctx: &ReqCtx<'_>, kind: &ErrorKind) -> ErrorReply {
-    let body = |status: StatusCode,
-                message: &str,
-                ty: &str,
-                param: Option<&str>,
-                code: Option<&str>| {
-        ErrorReply::json(
-            status,
-            &json!({ "error": { "message": message, "type": ty, "param": param, "code": code } }),
-        )
+    let body = |status: StatusCode, message: &str, ty: &str, param: Option<&str>, code: Option<&str>| {
+        ErrorReply::json(status, &json!({ "error": { "message": message, "type": ty, "param": param, "code": code } }))
     };
     let bad = StatusCode::BAD_REQUEST;
     let invalid = "invalid_request_error";
@@ -211,23 +197,14 @@ pub(crate) fn decorate(h: &mut HeaderMap, request_id: &str, success: bool, elaps
     let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     h.insert("openai-processing-ms", HeaderValue::from(ms));
     h.insert("openai-version", HeaderValue::from_static("2020-10-01"));
-    h.insert(
-        "openai-organization",
-        HeaderValue::from_static("flotilla-sim"),
-    );
+    h.insert("openai-organization", HeaderValue::from_static("flotilla-sim"));
     if !success {
         return;
     }
     h.insert("x-ratelimit-limit-requests", HeaderValue::from(RPM_LIMIT));
     h.insert("x-ratelimit-limit-tokens", HeaderValue::from(TPM_LIMIT));
-    h.insert(
-        "x-ratelimit-remaining-requests",
-        HeaderValue::from(RPM_LIMIT - 1),
-    );
-    h.insert(
-        "x-ratelimit-remaining-tokens",
-        HeaderValue::from(TPM_LIMIT - 1000),
-    );
+    h.insert("x-ratelimit-remaining-requests", HeaderValue::from(RPM_LIMIT - 1));
+    h.insert("x-ratelimit-remaining-tokens", HeaderValue::from(TPM_LIMIT - 1000));
     h.insert("x-ratelimit-reset-requests", HeaderValue::from_static("6ms"));
     h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("2ms"));
 }

@@ -76,7 +76,10 @@ pub async fn serve(
         handle,
     });
     let router = router(app);
+    // `stop` asks connections to finish their requests; `kill` drops those still open after
+    // the drain timeout (a stalled stream would otherwise outlive the server).
     let stop = CancellationToken::new();
+    let kill = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
@@ -84,7 +87,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tracker.spawn(connection(stream, router.clone(), stop.clone()));
+                    tracker.spawn(connection(stream, router.clone(), stop.clone(), kill.clone()));
                 }
                 Err(e) => {
                     // Typically EMFILE under load: back off briefly instead of spinning.
@@ -98,7 +101,9 @@ pub async fn serve(
     stop.cancel();
     tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
-        tracing::debug!("simulator shutdown: connections still open after the drain timeout");
+        tracing::debug!("simulator shutdown: dropping connections still open after the drain timeout");
+        kill.cancel();
+        tracker.wait().await;
     }
     Ok(())
 }
@@ -152,16 +157,11 @@ pub async fn spawn(config: SimConfig) -> io::Result<SimServer> {
     let task = tokio::spawn(serve(listener, config, handle.clone(), async move {
         signal.cancelled().await;
     }));
-    Ok(SimServer {
-        addr,
-        handle,
-        stop,
-        task: Some(task),
-    })
+    Ok(SimServer { addr, handle, stop, task: Some(task) })
 }
 
 /// Serves one connection (HTTP/1.1, or HTTP/2 with prior knowledge).
-async fn connection(stream: TcpStream, router: Router, stop: CancellationToken) {
+async fn connection(stream: TcpStream, router: Router, stop: CancellationToken, kill: CancellationToken) {
     // Latency matters more than packet count on loopback.
     let _ = stream.set_nodelay(true);
     // A second handle on the socket, so a fault can set SO_LINGER 0 after hyper has taken the
@@ -198,6 +198,7 @@ async fn connection(stream: TcpStream, router: Router, stop: CancellationToken) 
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
+            () = kill.cancelled() => return,
         }
     }
 }
@@ -210,19 +211,16 @@ fn second_handle(stream: TcpStream) -> io::Result<(TcpStream, std::net::TcpStrea
 
 fn router(app: Arc<App>) -> Router {
     let api_routes = match app.cfg.kind {
-        SimKind::Anthropic => Router::new()
-            .route("/v1/messages", post(messages))
-            .route("/v1/messages/count_tokens", post(count_tokens)),
-        SimKind::OpenAi => Router::new()
-            .route("/v1/chat/completions", post(chat))
-            .route("/v1/responses", post(responses)),
+        SimKind::Anthropic => {
+            Router::new().route("/v1/messages", post(messages)).route("/v1/messages/count_tokens", post(count_tokens))
+        }
+        SimKind::OpenAi => {
+            Router::new().route("/v1/chat/completions", post(chat)).route("/v1/responses", post(responses))
+        }
     };
     api_routes
         .route("/v1/models", get(models))
-        .route(
-            "/_sim/faults",
-            post(add_fault).get(list_faults).delete(clear_faults),
-        )
+        .route("/_sim/faults", post(add_fault).get(list_faults).delete(clear_faults))
         .route("/_sim/faults/{id}", delete(remove_fault))
         .route("/_sim/stats", get(stats).delete(reset_stats))
         .route("/_sim/requests", get(requests).delete(clear_requests))
@@ -265,8 +263,7 @@ async fn fallback(State(app): State<Arc<App>>, method: Method, uri: Uri) -> Resp
 fn admin_json(status: StatusCode, v: &impl serde::Serialize) -> Response {
     let mut r = Response::new(Body::from(serde_json::to_vec(v).unwrap_or_default()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -274,17 +271,11 @@ async fn add_fault(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let rule: FaultRule = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return admin_json(
-                StatusCode::BAD_REQUEST,
-                &json!({ "error": format!("invalid fault rule: {e}") }),
-            );
+            return admin_json(StatusCode::BAD_REQUEST, &json!({ "error": format!("invalid fault rule: {e}") }));
         }
     };
     if let Err(e) = rule.validate() {
-        return admin_json(
-            StatusCode::BAD_REQUEST,
-            &json!({ "error": format!("invalid fault rule: {e}") }),
-        );
+        return admin_json(StatusCode::BAD_REQUEST, &json!({ "error": format!("invalid fault rule: {e}") }));
     }
     let id = app.handle.add_fault(rule);
     admin_json(StatusCode::OK, &json!({ "id": id }))
@@ -304,10 +295,7 @@ async fn remove_fault(State(app): State<Arc<App>>, Path(id): Path<String>) -> Re
     if found {
         admin_json(StatusCode::OK, &json!({ "removed": 1 }))
     } else {
-        admin_json(
-            StatusCode::NOT_FOUND,
-            &json!({ "error": format!("no fault rule with id {id}") }),
-        )
+        admin_json(StatusCode::NOT_FOUND, &json!({ "error": format!("no fault rule with id {id}") }))
     }
 }
 

@@ -87,9 +87,7 @@ impl Timing {
 /// Where a mid-stream fault acts: after `after_events` events, but never past the last event,
 /// so the fault always lands inside the stream.
 pub(crate) fn fault_index(after_events: u32, len: usize) -> usize {
-    usize::try_from(after_events)
-        .unwrap_or(usize::MAX)
-        .min(len.saturating_sub(1))
+    usize::try_from(after_events).unwrap_or(usize::MAX).min(len.saturating_sub(1))
 }
 
 /// A run of bytes sent together after `delay`.
@@ -107,12 +105,7 @@ enum Tail {
 
 /// Turns events into timed segments, merging events that go out back to back (so a stream
 /// without pacing is one write).
-fn segments(
-    events: Events,
-    timing: Timing,
-    fault: Option<&Fault>,
-    mid_error: Option<Bytes>,
-) -> (Vec<Segment>, Tail) {
+fn segments(events: Events, timing: Timing, fault: Option<&Fault>, mid_error: Option<Bytes>) -> (Vec<Segment>, Tail) {
     let len = events.len();
     let at = |n: &u32| Some(fault_index(*n, len));
     let (mut stall, mut cut, mut reset, mut bad, mut err) = (None, None, None, None, None);
@@ -156,10 +149,7 @@ fn segments(
             delay += ms;
         }
         if !delay.is_zero() && !cur.is_empty() {
-            segs.push(Segment {
-                delay: cur_delay,
-                data: cur.split().freeze(),
-            });
+            segs.push(Segment { delay: cur_delay, data: cur.split().freeze() });
         }
         if !delay.is_zero() {
             cur_delay = delay;
@@ -170,10 +160,7 @@ fn segments(
         cur.extend_from_slice(&bytes);
     }
     if !cur.is_empty() {
-        segs.push(Segment {
-            delay: cur_delay,
-            data: cur.freeze(),
-        });
+        segs.push(Segment { delay: cur_delay, data: cur.freeze() });
     }
     (segs, tail)
 }
@@ -189,12 +176,7 @@ pub(crate) fn body(
     ctl: Option<ConnCtl>,
 ) -> Body {
     let (segs, tail) = segments(events, timing, fault, mid_error);
-    let state = State {
-        segs: segs.into_iter(),
-        tail: Some(tail),
-        handle,
-        ctl,
-    };
+    let state = State { segs: segs.into_iter(), tail: Some(tail), handle, ctl };
     Body::from_stream(futures::stream::unfold(state, next_chunk))
 }
 
@@ -234,10 +216,7 @@ async fn next_chunk(mut st: State) -> Option<(Result<Bytes, std::io::Error>, Sta
                     None
                 }
                 None => Some((
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        "simulated connection reset",
-                    )),
+                    Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated connection reset")),
                     st,
                 )),
             }
@@ -282,31 +261,19 @@ mod tests {
 
     #[test]
     fn cut_drops_the_rest_and_at_least_the_last_event() {
-        let (segs, tail) = segments(
-            five(),
-            Timing::new(Duration::ZERO, 0.0),
-            Some(&Fault::CutMidStream { after_events: 2 }),
-            None,
-        );
+        let (segs, tail) =
+            segments(five(), Timing::new(Duration::ZERO, 0.0), Some(&Fault::CutMidStream { after_events: 2 }), None);
         assert_eq!(tail, Tail::Cut);
         assert_eq!(text(&segs).matches("event:").count(), 2);
-        let (segs, _) = segments(
-            five(),
-            Timing::new(Duration::ZERO, 0.0),
-            Some(&Fault::CutMidStream { after_events: 99 }),
-            None,
-        );
+        let (segs, _) =
+            segments(five(), Timing::new(Duration::ZERO, 0.0), Some(&Fault::CutMidStream { after_events: 99 }), None);
         assert!(!text(&segs).contains("event: e"));
     }
 
     #[test]
     fn malformed_inserts_garbage_and_continues() {
-        let (segs, tail) = segments(
-            five(),
-            Timing::new(Duration::ZERO, 0.0),
-            Some(&Fault::MalformedSse { after_events: 1 }),
-            None,
-        );
+        let (segs, tail) =
+            segments(five(), Timing::new(Duration::ZERO, 0.0), Some(&Fault::MalformedSse { after_events: 1 }), None);
         let t = text(&segs);
         assert_eq!(tail, Tail::Complete);
         let g = t.find("tru\n").unwrap();

@@ -12,8 +12,7 @@ use crate::util::{Fnv, alnum_id, unix_secs};
 /// The error chunk OpenAI sends when a stream fails after its `200` head.
 pub(crate) const MID_STREAM_ERROR: &[u8] = b"data: {\"error\":{\"message\":\"The server had an error while processing your request. Sorry about that!\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n";
 
-const ROLES: &str =
-    "'system', 'assistant', 'user', 'function', 'tool', and 'developer'";
+const ROLES: &str = "'system', 'assistant', 'user', 'function', 'tool', and 'developer'";
 
 /// Validates a Chat Completions request and extracts the prompt.
 pub(crate) fn parse(req: &Value) -> Result<Prompt, ErrorKind> {
@@ -41,10 +40,7 @@ pub(crate) fn parse(req: &Value) -> Result<Prompt, ErrorKind> {
         Some(Value::Array(a)) => a,
         Some(v) => {
             return Err(ErrorKind::invalid_param(
-                format!(
-                    "Invalid type for 'messages': expected an array of objects, but got {} instead.",
-                    type_name(v)
-                ),
+                format!("Invalid type for 'messages': expected an array of objects, but got {} instead.", type_name(v)),
                 "messages",
                 Some("invalid_type"),
             ));
@@ -64,7 +60,10 @@ pub(crate) fn parse(req: &Value) -> Result<Prompt, ErrorKind> {
             Some(Value::String(r)) => r.as_str(),
             Some(v) => {
                 return Err(ErrorKind::invalid_param(
-                    format!("Invalid type for 'messages[{i}].role': expected one of {ROLES}, but got {} instead.", type_name(v)),
+                    format!(
+                        "Invalid type for 'messages[{i}].role': expected one of {ROLES}, but got {} instead.",
+                        type_name(v)
+                    ),
                     format!("messages[{i}].role"),
                     Some("invalid_type"),
                 ));
@@ -78,10 +77,7 @@ pub(crate) fn parse(req: &Value) -> Result<Prompt, ErrorKind> {
                 prev_had_tool_calls = false;
             }
             "assistant" => {
-                let has_calls = m
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .is_some_and(|c| !c.is_empty());
+                let has_calls = m.get("tool_calls").and_then(Value::as_array).is_some_and(|c| !c.is_empty());
                 if !has_calls && m.get("content").is_none_or(Value::is_null) {
                     return Err(missing(&format!("messages[{i}].content")));
                 }
@@ -116,19 +112,12 @@ pub(crate) fn parse(req: &Value) -> Result<Prompt, ErrorKind> {
         if t.get("type").and_then(Value::as_str) != Some("function") {
             continue;
         }
-        let f = t
-            .get("function")
-            .ok_or_else(|| missing(&format!("tools[{i}].function")))?;
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| missing(&format!("tools[{i}].function.name")))?;
+        let f = t.get("function").ok_or_else(|| missing(&format!("tools[{i}].function")))?;
+        let name =
+            f.get("name").and_then(Value::as_str).ok_or_else(|| missing(&format!("tools[{i}].function.name")))?;
         tools.push(Tool {
             name: name.to_owned(),
-            schema: f
-                .get("parameters")
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            schema: f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         });
     }
     let choice = match obj.get("tool_choice").filter(|c| !c.is_null()) {
@@ -187,9 +176,7 @@ pub(crate) fn parse(req: &Value) -> Result<Prompt, ErrorKind> {
 
     let last = messages.last().unwrap_or(&Value::Null);
     let last = match last.get("role").and_then(Value::as_str) {
-        Some("tool" | "function") => {
-            Last::ToolResult(model::content_text(last.get("content").unwrap_or(&Value::Null)))
-        }
+        Some("tool" | "function") => Last::ToolResult(model::content_text(last.get("content").unwrap_or(&Value::Null))),
         Some("assistant") => Last::Assistant,
         _ => Last::User,
     };
@@ -206,16 +193,7 @@ pub(crate) fn parse(req: &Value) -> Result<Prompt, ErrorKind> {
             }
         }
     }
-    Ok(Prompt {
-        model,
-        stream,
-        max_tokens,
-        tools,
-        choice,
-        last,
-        prompt_chars: chars,
-        seed: h.finish(),
-    })
+    Ok(Prompt { model, stream, max_tokens, tools, choice, last, prompt_chars: chars, seed: h.finish() })
 }
 
 fn completion_id() -> String {
@@ -235,9 +213,7 @@ pub(crate) fn completion_json(p: &Prompt, r: &Reply) -> Value {
             "refusal": null,
             "annotations": [],
         }),
-        ReplyBody::ToolCall {
-            name, arguments, ..
-        } => json!({
+        ReplyBody::ToolCall { name, arguments, .. } => json!({
             "role": "assistant",
             "content": null,
             "tool_calls": [{
@@ -269,11 +245,8 @@ pub(crate) fn completion_json(p: &Prompt, r: &Reply) -> Value {
 /// The streamed answer: a role chunk, content (or tool-call argument) chunks, a chunk with
 /// the `finish_reason`, the usage chunk if asked for, and `data: [DONE]`.
 pub(crate) fn stream_events(req: &Value, p: &Prompt, r: &Reply) -> Events {
-    let include_usage = req
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_usage =
+        req.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     let id = completion_id();
     let created = unix_secs();
     let chunk = |delta: Value, finish: Value| {
@@ -295,18 +268,13 @@ pub(crate) fn stream_events(req: &Value, p: &Prompt, r: &Reply) -> Events {
     let mut e = Events::default();
     match &r.body {
         ReplyBody::Text { chunks } => {
-            e.data(
-                &chunk(json!({ "role": "assistant", "content": "", "refusal": null }), Value::Null),
-                Pace::Now,
-            );
+            e.data(&chunk(json!({ "role": "assistant", "content": "", "refusal": null }), Value::Null), Pace::Now);
             for (i, c) in chunks.iter().enumerate() {
                 let pace = if i == 0 { Pace::FirstToken } else { Pace::Token };
                 e.data(&chunk(json!({ "content": c }), Value::Null), pace);
             }
         }
-        ReplyBody::ToolCall {
-            name, fragments, ..
-        } => {
+        ReplyBody::ToolCall { name, fragments, .. } => {
             e.data(
                 &chunk(
                     json!({
@@ -327,10 +295,7 @@ pub(crate) fn stream_events(req: &Value, p: &Prompt, r: &Reply) -> Events {
             for (i, f) in fragments.iter().enumerate() {
                 let pace = if i == 0 { Pace::FirstToken } else { Pace::Token };
                 e.data(
-                    &chunk(
-                        json!({ "tool_calls": [{ "index": 0, "function": { "arguments": f } }] }),
-                        Value::Null,
-                    ),
+                    &chunk(json!({ "tool_calls": [{ "index": 0, "function": { "arguments": f } }] }), Value::Null),
                     pace,
                 );
             }
@@ -372,7 +337,10 @@ mod tests {
         assert_eq!(msg(json!({"messages": [{"role": "user", "content": "x"}]})), "you must provide a model parameter");
         assert_eq!(msg(json!({"model": "m"})), "Missing required parameter: 'messages'.");
         assert!(msg(json!({"model": "m", "messages": []})).starts_with("Invalid 'messages': empty array."));
-        assert!(msg(json!({"model": "m", "messages": [{"role": "bot", "content": "x"}]})).starts_with("Invalid value: 'bot'."));
+        assert!(
+            msg(json!({"model": "m", "messages": [{"role": "bot", "content": "x"}]}))
+                .starts_with("Invalid value: 'bot'.")
+        );
         assert!(msg(json!({"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "c", "content": "r"}]}))
             .contains("must be a response to a preceeding message with 'tool_calls'"));
         assert!(msg(json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": true}}))

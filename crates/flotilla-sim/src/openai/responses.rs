@@ -60,16 +60,10 @@ pub(crate) fn parse(req: &Value) -> Result<Prompt, ErrorKind> {
             // Built-in tools (web_search, file_search…) are never called by the simulator.
             Some(_) => continue,
         }
-        let name = t
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| missing(&format!("tools[{i}].name")))?;
+        let name = t.get("name").and_then(Value::as_str).ok_or_else(|| missing(&format!("tools[{i}].name")))?;
         tools.push(Tool {
             name: name.to_owned(),
-            schema: t
-                .get("parameters")
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            schema: t.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         });
     }
     let choice = match obj.get("tool_choice").filter(|c| !c.is_null()) {
@@ -87,10 +81,7 @@ pub(crate) fn parse(req: &Value) -> Result<Prompt, ErrorKind> {
             }
         },
         Some(c) => {
-            let name = c
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| missing("tool_choice.name"))?;
+            let name = c.get("name").and_then(Value::as_str).ok_or_else(|| missing("tool_choice.name"))?;
             if !tools.iter().any(|t| t.name == name) {
                 return Err(ErrorKind::invalid_param(
                     format!("Tool choice '{name}' not found in 'tools' parameter."),
@@ -130,16 +121,7 @@ pub(crate) fn parse(req: &Value) -> Result<Prompt, ErrorKind> {
             }
         }
     }
-    Ok(Prompt {
-        model,
-        stream,
-        max_tokens,
-        tools,
-        choice,
-        last,
-        prompt_chars: chars,
-        seed: h.finish(),
-    })
+    Ok(Prompt { model, stream, max_tokens, tools, choice, last, prompt_chars: chars, seed: h.finish() })
 }
 
 /// Checks the input items and says what the conversation ends with.
@@ -149,10 +131,8 @@ fn check_items(items: &[Value]) -> Result<Last, ErrorKind> {
         let ty = item.get("type").and_then(Value::as_str);
         last = match ty {
             None | Some("message") => {
-                let role = item
-                    .get("role")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| missing(&format!("input[{i}].role")))?;
+                let role =
+                    item.get("role").and_then(Value::as_str).ok_or_else(|| missing(&format!("input[{i}].role")))?;
                 if item.get("content").is_none_or(Value::is_null) {
                     return Err(missing(&format!("input[{i}].content")));
                 }
@@ -161,7 +141,9 @@ fn check_items(items: &[Value]) -> Result<Last, ErrorKind> {
                     "assistant" => Last::Assistant,
                     other => {
                         return Err(ErrorKind::invalid_param(
-                            format!("Invalid value: '{other}'. Supported values are: 'assistant', 'system', 'developer', and 'user'."),
+                            format!(
+                                "Invalid value: '{other}'. Supported values are: 'assistant', 'system', 'developer', and 'user'."
+                            ),
                             format!("input[{i}].role"),
                             Some("invalid_value"),
                         ));
@@ -172,9 +154,7 @@ fn check_items(items: &[Value]) -> Result<Last, ErrorKind> {
                 if item.get("call_id").and_then(Value::as_str).is_none() {
                     return Err(missing(&format!("input[{i}].call_id")));
                 }
-                let output = item
-                    .get("output")
-                    .ok_or_else(|| missing(&format!("input[{i}].output")))?;
+                let output = item.get("output").ok_or_else(|| missing(&format!("input[{i}].output")))?;
                 Last::ToolResult(model::content_text(output))
             }
             Some("function_call") => {
@@ -206,12 +186,7 @@ impl Ids {
             ReplyBody::Text { .. } => hex_id("msg_", 50),
             ReplyBody::ToolCall { .. } => hex_id("fc_", 50),
         };
-        Ids {
-            response: hex_id("resp_", 50),
-            item,
-            call: alnum_id("call_", 24),
-            created_at: unix_secs(),
-        }
+        Ids { response: hex_id("resp_", 50), item, call: alnum_id("call_", 24), created_at: unix_secs() }
     }
 }
 
@@ -227,23 +202,12 @@ fn usage(r: &Reply) -> Value {
 
 /// The response object. `status` is `in_progress`, `completed`, `incomplete` or `failed`;
 /// `output` and `usage` are what the response has so far.
-fn response_object(
-    req: &Value,
-    p: &Prompt,
-    ids: &Ids,
-    status: &str,
-    output: Value,
-    usage: Value,
-) -> Value {
+fn response_object(req: &Value, p: &Prompt, ids: &Ids, status: &str, output: Value, usage: Value) -> Value {
     let get = |k: &str, default: Value| match req.get(k) {
         Some(v) if !v.is_null() => v.clone(),
         _ => default,
     };
-    let incomplete = if status == "incomplete" {
-        json!({ "reason": "max_output_tokens" })
-    } else {
-        Value::Null
-    };
+    let incomplete = if status == "incomplete" { json!({ "reason": "max_output_tokens" }) } else { Value::Null };
     let mut o = Map::new();
     o.insert("id".into(), json!(ids.response));
     o.insert("object".into(), json!("response"));
@@ -276,11 +240,7 @@ fn response_object(
 }
 
 fn final_status(r: &Reply) -> &'static str {
-    if r.stop == Stop::MaxTokens {
-        "incomplete"
-    } else {
-        "completed"
-    }
+    if r.stop == Stop::MaxTokens { "incomplete" } else { "completed" }
 }
 
 /// The output item in its final state.
@@ -293,9 +253,7 @@ fn final_item(ids: &Ids, r: &Reply) -> Value {
             "content": [text_part(&chunks.concat())],
             "role": "assistant",
         }),
-        ReplyBody::ToolCall {
-            name, arguments, ..
-        } => json!({
+        ReplyBody::ToolCall { name, arguments, .. } => json!({
             "id": ids.item,
             "type": "function_call",
             "status": "completed",
@@ -313,14 +271,7 @@ fn text_part(text: &str) -> Value {
 /// The non-streamed answer.
 pub(crate) fn response_json(req: &Value, p: &Prompt, r: &Reply) -> Value {
     let ids = Ids::new(r);
-    response_object(
-        req,
-        p,
-        &ids,
-        final_status(r),
-        json!([final_item(&ids, r)]),
-        usage(r),
-    )
+    response_object(req, p, &ids, final_status(r), json!([final_item(&ids, r)]), usage(r))
 }
 
 /// Numbers events as they are added.
@@ -342,18 +293,10 @@ impl Seq<'_> {
 
 /// The streamed answer, plus the error events to send instead of the rest if
 /// [`crate::Fault::ErrorMidStream`] strikes after `error_after` events.
-pub(crate) fn stream_events(
-    req: &Value,
-    p: &Prompt,
-    r: &Reply,
-    error_after: Option<u32>,
-) -> (Events, Bytes) {
+pub(crate) fn stream_events(req: &Value, p: &Prompt, r: &Reply, error_after: Option<u32>) -> (Events, Bytes) {
     let ids = Ids::new(r);
     let mut events = Events::default();
-    let mut s = Seq {
-        events: &mut events,
-        n: 0,
-    };
+    let mut s = Seq { events: &mut events, n: 0 };
     let pending = response_object(req, p, &ids, "in_progress", json!([]), Value::Null);
     s.push("response.created", json!({ "response": pending }), Pace::Now);
     s.push("response.in_progress", json!({ "response": pending }), Pace::Now);
@@ -362,11 +305,7 @@ pub(crate) fn stream_events(
             let item = json!({
                 "id": ids.item, "type": "message", "status": "in_progress", "content": [], "role": "assistant",
             });
-            s.push(
-                "response.output_item.added",
-                json!({ "output_index": 0, "item": item }),
-                Pace::Now,
-            );
+            s.push("response.output_item.added", json!({ "output_index": 0, "item": item }), Pace::Now);
             let at = json!({ "item_id": ids.item, "output_index": 0, "content_index": 0 });
             let with = |extra: Value| {
                 let mut v = at.clone();
@@ -375,46 +314,21 @@ pub(crate) fn stream_events(
                 }
                 v
             };
-            s.push(
-                "response.content_part.added",
-                with(json!({ "part": text_part("") })),
-                Pace::Now,
-            );
+            s.push("response.content_part.added", with(json!({ "part": text_part("") })), Pace::Now);
             for (i, c) in chunks.iter().enumerate() {
                 let pace = if i == 0 { Pace::FirstToken } else { Pace::Token };
-                s.push(
-                    "response.output_text.delta",
-                    with(json!({ "delta": c, "logprobs": [] })),
-                    pace,
-                );
+                s.push("response.output_text.delta", with(json!({ "delta": c, "logprobs": [] })), pace);
             }
             let text = chunks.concat();
-            s.push(
-                "response.output_text.done",
-                with(json!({ "text": text, "logprobs": [] })),
-                Pace::Now,
-            );
-            s.push(
-                "response.content_part.done",
-                with(json!({ "part": text_part(&text) })),
-                Pace::Now,
-            );
+            s.push("response.output_text.done", with(json!({ "text": text, "logprobs": [] })), Pace::Now);
+            s.push("response.content_part.done", with(json!({ "part": text_part(&text) })), Pace::Now);
         }
-        ReplyBody::ToolCall {
-            name,
-            arguments,
-            fragments,
-            ..
-        } => {
+        ReplyBody::ToolCall { name, arguments, fragments, .. } => {
             let item = json!({
                 "id": ids.item, "type": "function_call", "status": "in_progress",
                 "arguments": "", "call_id": ids.call, "name": name,
             });
-            s.push(
-                "response.output_item.added",
-                json!({ "output_index": 0, "item": item }),
-                Pace::Now,
-            );
+            s.push("response.output_item.added", json!({ "output_index": 0, "item": item }), Pace::Now);
             for (i, f) in fragments.iter().enumerate() {
                 let pace = if i == 0 { Pace::FirstToken } else { Pace::Token };
                 s.push(
@@ -430,18 +344,10 @@ pub(crate) fn stream_events(
             );
         }
     }
-    s.push(
-        "response.output_item.done",
-        json!({ "output_index": 0, "item": final_item(&ids, r) }),
-        Pace::Now,
-    );
+    s.push("response.output_item.done", json!({ "output_index": 0, "item": final_item(&ids, r) }), Pace::Now);
     let status = final_status(r);
     let done = response_object(req, p, &ids, status, json!([final_item(&ids, r)]), usage(r));
-    let terminal = if status == "incomplete" {
-        "response.incomplete"
-    } else {
-        "response.completed"
-    };
+    let terminal = if status == "incomplete" { "response.incomplete" } else { "response.completed" };
     s.push(terminal, json!({ "response": done }), Pace::Now);
 
     let at = error_after.map_or(0, |n| sse::fault_index(n, events.len()));

@@ -102,11 +102,7 @@ async fn stats_and_requests_over_http() {
 
 #[tokio::test]
 async fn record_limit_keeps_the_newest() {
-    let sim = start(SimConfig {
-        record_limit: 2,
-        ..SimConfig::anthropic()
-    })
-    .await;
+    let sim = start(SimConfig { record_limit: 2, ..SimConfig::anthropic() }).await;
     for text in ["a", "b", "c"] {
         anthropic_post(&sim, &user_body("claude-opus-4-6", text)).await;
     }

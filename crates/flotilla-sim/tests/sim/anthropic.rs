@@ -53,11 +53,7 @@ async fn replies_are_deterministic_and_stream_matches_json() {
 
 #[tokio::test]
 async fn stream_has_the_exact_event_sequence() {
-    let sim = start(SimConfig {
-        reply_tokens: 5,
-        ..SimConfig::anthropic()
-    })
-    .await;
+    let sim = start(SimConfig { reply_tokens: 5, ..SimConfig::anthropic() }).await;
     let mut body = user_body("claude-haiku-4-5", "Stream please");
     body["stream"] = json!(true);
     let resp = anthropic_post(&sim, &body).await;
@@ -112,10 +108,7 @@ async fn validation_errors_look_like_the_api() {
     let url = format!("{}/v1/messages", sim.url());
     let body = user_body("claude-opus-4-6", "x");
     let missing_key = c.post(&url).header("anthropic-version", "2023-06-01").json(&body).send().await.unwrap();
-    assert_eq!(
-        err(missing_key).await,
-        (401, "authentication_error".into(), "x-api-key header is required".into())
-    );
+    assert_eq!(err(missing_key).await, (401, "authentication_error".into(), "x-api-key header is required".into()));
     let missing_version = c.post(&url).header("x-api-key", "k").json(&body).send().await.unwrap();
     assert_eq!(err(missing_version).await.2, "anthropic-version: header is required");
     let bad_json = c
@@ -139,12 +132,7 @@ async fn accepted_keys_and_bearer_tokens() {
     let url = format!("{}/v1/messages", sim.url());
     let body = user_body("claude-opus-4-6", "x");
     let send = |auth: (&'static str, String)| {
-        client()
-            .post(&url)
-            .header(auth.0, auth.1)
-            .header("anthropic-version", "2023-06-01")
-            .json(&body)
-            .send()
+        client().post(&url).header(auth.0, auth.1).header("anthropic-version", "2023-06-01").json(&body).send()
     };
     assert_eq!(send(("x-api-key", "sk-ant-good-key-000001".into())).await.unwrap().status(), 200);
     assert_eq!(send(("authorization", "Bearer oauth-token-0000000002".into())).await.unwrap().status(), 200);
@@ -165,11 +153,7 @@ async fn accepted_keys_and_bearer_tokens() {
 
 #[tokio::test]
 async fn context_window_is_enforced() {
-    let sim = start(SimConfig {
-        context_window: 100,
-        ..SimConfig::anthropic()
-    })
-    .await;
+    let sim = start(SimConfig { context_window: 100, ..SimConfig::anthropic() }).await;
     // "user" + 397 characters = 401 characters ≈ 101 tokens.
     let resp = anthropic_post(&sim, &user_body("claude-opus-4-6", &"a".repeat(397))).await;
     assert_eq!(resp.status(), 400);

@@ -31,10 +31,7 @@ fn anthropic_error(body: &str) -> (String, String) {
     let v: Value = serde_json::from_str(body).unwrap();
     assert_eq!(v["type"], "error");
     assert!(v["request_id"].as_str().unwrap().starts_with("req_"));
-    (
-        v["error"]["type"].as_str().unwrap().to_owned(),
-        v["error"]["message"].as_str().unwrap().to_owned(),
-    )
+    (v["error"]["type"].as_str().unwrap().to_owned(), v["error"]["message"].as_str().unwrap().to_owned())
 }
 
 fn openai_error(body: &str) -> Value {
@@ -309,7 +306,10 @@ async fn error_mid_stream_uses_each_apis_error_event() {
 
     let responses = json!({"model": "gpt-5", "input": "hi", "stream": true});
     let events = parse_sse(&openai_post(&sim, "/v1/responses", &responses).await.text().await.unwrap());
-    assert_eq!(names(&events), ["response.created", "response.in_progress", "response.output_item.added", "error", "response.failed"]);
+    assert_eq!(
+        names(&events),
+        ["response.created", "response.in_progress", "response.output_item.added", "error", "response.failed"]
+    );
     assert_eq!(events[3].json()["sequence_number"], 3);
     assert_eq!(events[4].json()["sequence_number"], 4);
     assert_eq!(events[4].json()["response"]["status"], "failed");
@@ -372,9 +372,7 @@ async fn key_model_path_and_stream_scopes() {
     h.add_fault(FaultRule::new(Fault::Internal).path("/v1/responses").non_stream_only());
     let send = |key: &'static str, path: &'static str, body: Value| {
         let url = format!("{}{path}", sim.url());
-        async move {
-            client().post(url).bearer_auth(key).json(&body).send().await.unwrap().status().as_u16()
-        }
+        async move { client().post(url).bearer_auth(key).json(&body).send().await.unwrap().status().as_u16() }
     };
     let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
     assert_eq!(send("key-one-000000000001", "/v1/chat/completions", chat("gpt-5")).await, 429);

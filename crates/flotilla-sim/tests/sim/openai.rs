@@ -50,11 +50,7 @@ async fn chat_completion_shape_and_headers() {
 
 #[tokio::test]
 async fn chat_stream_chunks_usage_and_done() {
-    let sim = start(SimConfig {
-        reply_tokens: 4,
-        ..SimConfig::openai()
-    })
-    .await;
+    let sim = start(SimConfig { reply_tokens: 4, ..SimConfig::openai() }).await;
     let mut body = chat_body("gpt-5", "Count");
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
@@ -73,10 +69,8 @@ async fn chat_stream_chunks_usage_and_done() {
         assert_eq!(c["id"], id);
     }
     assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "", "refusal": null}));
-    let text: String = chunks[1..5]
-        .iter()
-        .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap().to_owned())
-        .collect();
+    let text: String =
+        chunks[1..5].iter().map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap().to_owned()).collect();
     assert!(text.starts_with("[gpt-5] "));
     assert_eq!(chunks[5]["choices"][0]["finish_reason"], "stop");
     assert_eq!(chunks[5]["choices"][0]["delta"], json!({}));
@@ -174,11 +168,7 @@ async fn responses_object_shape() {
 
 #[tokio::test]
 async fn responses_stream_sequence() {
-    let sim = start(SimConfig {
-        reply_tokens: 3,
-        ..SimConfig::openai()
-    })
-    .await;
+    let sim = start(SimConfig { reply_tokens: 3, ..SimConfig::openai() }).await;
     let body = json!({"model": "gpt-5", "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}], "stream": true});
     let resp = openai_post(&sim, "/v1/responses", &body).await;
     assert_eq!(resp.status(), 200);
@@ -251,11 +241,8 @@ async fn responses_function_calls() {
         .map(|e| e.json()["delta"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(serde_json::from_str::<Value>(&deltas).unwrap(), weather_input());
-    let done = events
-        .iter()
-        .find(|e| e.event.as_deref() == Some("response.function_call_arguments.done"))
-        .unwrap()
-        .json();
+    let done =
+        events.iter().find(|e| e.event.as_deref() == Some("response.function_call_arguments.done")).unwrap().json();
     assert_eq!(done["arguments"], deltas);
     assert_eq!(n[n.len() - 2], "response.output_item.done");
     assert_eq!(n[n.len() - 1], "response.completed");
@@ -271,11 +258,7 @@ async fn responses_function_calls() {
 
 #[tokio::test]
 async fn errors_look_like_the_api() {
-    let sim = start(SimConfig {
-        context_window: 10,
-        ..SimConfig::openai()
-    })
-    .await;
+    let sim = start(SimConfig { context_window: 10, ..SimConfig::openai() }).await;
     let err = |resp: reqwest::Response| async move {
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap();
@@ -301,9 +284,12 @@ async fn errors_look_like_the_api() {
     assert_eq!(status, 400);
     assert_eq!(e["code"], "context_length_exceeded");
     assert_eq!(e["param"], "messages");
-    assert!(e["message"].as_str().unwrap().starts_with("This model's maximum context length is 10 tokens. However, your messages resulted in 30 tokens."));
+    assert!(e["message"].as_str().unwrap().starts_with(
+        "This model's maximum context length is 10 tokens. However, your messages resulted in 30 tokens."
+    ));
 
-    let (status, e) = err(openai_post(&sim, "/v1/responses", &json!({"model": "gpt-5", "input": "z".repeat(100)})).await).await;
+    let (status, e) =
+        err(openai_post(&sim, "/v1/responses", &json!({"model": "gpt-5", "input": "z".repeat(100)})).await).await;
     assert_eq!(status, 400);
     assert_eq!(e["code"], "context_length_exceeded");
     assert_eq!(e["param"], "input");
@@ -322,16 +308,12 @@ async fn errors_look_like_the_api() {
 #[tokio::test]
 async fn models_list() {
     let sim = start(SimConfig::openai()).await;
-    let v: Value = client()
-        .get(format!("{}/v1/models", sim.url()))
-        .bearer_auth("k")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value =
+        client().get(format!("{}/v1/models", sim.url())).bearer_auth("k").send().await.unwrap().json().await.unwrap();
     assert_eq!(v["object"], "list");
-    assert_eq!(v["data"][0], json!({"id": "gpt-5.3-codex", "object": "model", "created": 1_730_000_000, "owned_by": "system"}));
+    assert_eq!(
+        v["data"][0],
+        json!({"id": "gpt-5.3-codex", "object": "model", "created": 1_730_000_000, "owned_by": "system"})
+    );
     assert_eq!(v["data"].as_array().unwrap().len(), 4);
 }

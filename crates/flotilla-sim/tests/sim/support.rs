@@ -4,10 +4,7 @@ use flotilla_sim::{SimConfig, SimServer};
 use serde_json::{Value, json};
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
+    reqwest::Client::builder().no_proxy().build().expect("client")
 }
 
 pub async fn start(config: SimConfig) -> SimServer {
@@ -54,17 +51,13 @@ pub struct Sse {
 
 impl Sse {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data)
-            .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {}", self.data))
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {}", self.data))
     }
 }
 
 /// Parses an SSE body strictly: events separated by a blank line, each line `field: value`.
 pub fn parse_sse(body: &str) -> Vec<Sse> {
-    assert!(
-        body.is_empty() || body.ends_with("\n\n"),
-        "stream does not end on an event boundary: {body:?}"
-    );
+    assert!(body.is_empty() || body.ends_with("\n\n"), "stream does not end on an event boundary: {body:?}");
     body.split("\n\n")
         .filter(|b| !b.is_empty())
         .map(|block| {
@@ -79,19 +72,13 @@ pub fn parse_sse(body: &str) -> Vec<Sse> {
                     panic!("unexpected SSE line {line:?}");
                 }
             }
-            Sse {
-                event,
-                data: data.join("\n"),
-            }
+            Sse { event, data: data.join("\n") }
         })
         .collect()
 }
 
 pub fn names(events: &[Sse]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e.event.clone().unwrap_or_default())
-        .collect()
+    events.iter().map(|e| e.event.clone().unwrap_or_default()).collect()
 }
 
 /// Reads a body chunk by chunk until it ends or fails; returns the text and the failure.
