@@ -1,5 +1,7 @@
 //! Behaviour of the public API: chains resolve as documented, every error kind reports its
 //! path and suggestion, all errors come at once, and secrets never show up in output.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "test setup failures should panic with context")]
 #![expect(
     clippy::unwrap_used,
     reason = "shared setup helpers outside #[test] fns; a failed setup should fail the test"

@@ -67,8 +67,8 @@ pub fn error_response(format: ApiFormat, err: &ApiError, attempts: Option<usize>
         ApiFormat::OpenAiResponses => openai_responses::encode_error(err),
     };
     let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut resp = (status, [(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
-        .into_response();
+    let mut resp =
+        (status, [(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
     if let Some(n) = attempts {
         resp.headers_mut().insert(ATTEMPTS_HEADER, HeaderValue::from(n));
     }
@@ -212,14 +212,7 @@ async fn handle_stream(
     resp_headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     routing_headers(&mut resp_headers, &committed.answered, committed.attempts.len());
     s.metrics.observe_overhead(parsed_in + committed.own_time);
-    let state = StreamState {
-        committed,
-        encoder: Encoder::new(format),
-        gateway: s,
-        format,
-        received,
-        finished: false,
-    };
+    let state = StreamState { committed, encoder: Encoder::new(format), gateway: s, format, received, finished: false };
     let body = futures::stream::unfold(state, |mut st| async move {
         if st.finished {
             return None;
@@ -238,7 +231,15 @@ async fn handle_stream(
                 st.encoder.encode_error(&err, &mut out);
                 st.finished = true;
                 let who = st.committed.answered.model_ref();
-                finish(&st.gateway, st.format, true, "cut_mid_stream", Some(&who), st.committed.attempts.len(), st.received);
+                finish(
+                    &st.gateway,
+                    st.format,
+                    true,
+                    "cut_mid_stream",
+                    Some(&who),
+                    st.committed.attempts.len(),
+                    st.received,
+                );
             }
             None => {
                 st.finished = true;

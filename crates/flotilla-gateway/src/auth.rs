@@ -15,17 +15,22 @@ pub async fn require_key(State(state): State<GatewayState>, req: Request, next: 
         return next.run(req).await;
     }
     let h = req.headers();
-    let presented = h
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| h.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")));
-    let ok = presented.is_some_and(|p| state.keys.iter().any(|k| constant_time_eq(k.expose_secret().as_bytes(), p.trim().as_bytes())));
+    let presented = h.get("x-api-key").and_then(|v| v.to_str().ok()).or_else(|| {
+        h.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+    });
+    let ok = presented.is_some_and(|p| {
+        state.keys.iter().any(|k| constant_time_eq(k.expose_secret().as_bytes(), p.trim().as_bytes()))
+    });
     if ok {
         return next.run(req).await;
     }
     let err = ApiError::new(
         ErrorKind::Authentication,
-        if presented.is_some() { "invalid api key" } else { "missing api key: send Authorization: Bearer <key> or x-api-key" },
+        if presented.is_some() {
+            "invalid api key"
+        } else {
+            "missing api key: send Authorization: Bearer <key> or x-api-key"
+        },
     );
     error_response(format_for_path(req.uri().path()), &err, None)
 }

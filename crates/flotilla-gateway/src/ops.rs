@@ -40,11 +40,8 @@ impl Readiness {
     /// Every reason the gateway is not ready; empty = ready.
     pub fn problems(&self) -> Vec<String> {
         let Ok(g) = self.inner.read() else { return vec!["readiness state poisoned".to_owned()] };
-        let mut out: Vec<String> = g
-            .components
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().err().map(|why| format!("{k}: {why}")))
-            .collect();
+        let mut out: Vec<String> =
+            g.components.iter().filter_map(|(k, v)| v.as_ref().err().map(|why| format!("{k}: {why}"))).collect();
         if g.draining {
             out.push("shutting down".to_owned());
         }

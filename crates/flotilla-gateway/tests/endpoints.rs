@@ -1,6 +1,8 @@
 //! The compatible endpoints over real HTTP: each caller format in and out, streaming, errors
 //! in the caller's format, client keys, and the operational endpoints.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "test setup failures should panic with context")]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,8 +69,9 @@ key = "env:OAI"
         ant.url(),
         oai.url()
     );
-    let config = parse_config(&toml, &Env::from_pairs([("ANT", "sk-ant-1"), ("OAI", "sk-oai-1")]), std::path::Path::new("."))
-        .expect("config");
+    let config =
+        parse_config(&toml, &Env::from_pairs([("ANT", "sk-ant-1"), ("OAI", "sk-oai-1")]), std::path::Path::new("."))
+            .expect("config");
     let router = Arc::new(Router::new(Arc::new(config), Arc::new(Metrics::new())).expect("router"));
     let state = GatewayState::new(router, gateway_keys.iter().map(|k| (*k).to_owned().into()).collect());
     state.readiness.set("router", Ok(()));
@@ -76,7 +79,12 @@ key = "env:OAI"
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
     let signal = stop.clone();
-    tokio::spawn(flotilla_gateway::serve(listener, state.clone(), async move { signal.cancelled().await }, Duration::from_secs(2)));
+    tokio::spawn(flotilla_gateway::serve(
+        listener,
+        state.clone(),
+        async move { signal.cancelled().await },
+        Duration::from_secs(2),
+    ));
     Fixture { ant, oai, url, stop, state }
 }
 
@@ -153,9 +161,11 @@ async fn openai_chat_format_served_by_anthropic() {
 async fn responses_format_with_failover_to_codex() {
     let f = fixture(&[]).await;
     f.ant.handle().add_fault(FaultRule::new(Fault::Overloaded));
-    let (status, headers, body) =
-        post(&format!("{}/v1/responses", f.url), json!({"model": "family", "input": "hello", "instructions": "Be brief."}))
-            .await;
+    let (status, headers, body) = post(
+        &format!("{}/v1/responses", f.url),
+        json!({"model": "family", "input": "hello", "instructions": "Be brief."}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-flotilla-model"], "openai/gpt-5.3-codex");
     assert_eq!(headers["x-flotilla-attempts"], "2");
@@ -254,9 +264,11 @@ async fn errors_come_back_in_the_callers_format() {
     assert_eq!(v["error"]["type"], "not_found_error");
     assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("did you mean \"family\"")), "{v}");
 
-    let (status, _, body) =
-        post(&format!("{}/v1/chat/completions", f.url), json!({"model": "famly", "messages": [{"role": "user", "content": "hi"}]}))
-            .await;
+    let (status, _, body) = post(
+        &format!("{}/v1/chat/completions", f.url),
+        json!({"model": "famly", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(status, 404);
     let v: Value = serde_json::from_str(&body).expect("json");
     assert!(v["error"]["message"].is_string(), "{v}");
@@ -301,7 +313,13 @@ async fn client_keys_are_enforced() {
     assert_eq!(r.status().as_u16(), 401);
     let r = client().post(&url).header("x-api-key", "gw-key-1").json(&body).send().await.expect("send");
     assert_eq!(r.status().as_u16(), 200);
-    let r = client().post(format!("{}/v1/chat/completions", f.url)).bearer_auth("gw-key-1").json(&json!({"model": "family", "messages": [{"role": "user", "content": "hi"}]})).send().await.expect("send");
+    let r = client()
+        .post(format!("{}/v1/chat/completions", f.url))
+        .bearer_auth("gw-key-1")
+        .json(&json!({"model": "family", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 200);
     // Operational endpoints stay open for probes.
     assert_eq!(client().get(format!("{}/healthz", f.url)).send().await.expect("send").status().as_u16(), 200);
@@ -339,10 +357,20 @@ async fn ops_endpoints_report_state() {
     let r = client().get(format!("{}/readyz", f.url)).send().await.expect("send");
     assert_eq!(r.status().as_u16(), 200);
     let metrics = client().get(format!("{}/metrics", f.url)).send().await.expect("send").text().await.expect("text");
-    assert!(metrics.contains("flotilla_requests_total{api=\"anthropic\",outcome=\"ok\",stream=\"false\"} 1"), "{metrics}");
-    assert!(metrics.contains("flotilla_failovers_total{provider=\"anthropic\",model=\"claude-opus-4-6\"} 1"), "{metrics}");
-    assert!(metrics.contains("flotilla_breaker_state{provider=\"anthropic\",model=\"claude-opus-4-6\",credential=\"*\"} 1"), "{metrics}");
-    let status: Value = client().get(format!("{}/status", f.url)).send().await.expect("send").json().await.expect("json");
+    assert!(
+        metrics.contains("flotilla_requests_total{api=\"anthropic\",outcome=\"ok\",stream=\"false\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flotilla_failovers_total{provider=\"anthropic\",model=\"claude-opus-4-6\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flotilla_breaker_state{provider=\"anthropic\",model=\"claude-opus-4-6\",credential=\"*\"} 1"),
+        "{metrics}"
+    );
+    let status: Value =
+        client().get(format!("{}/status", f.url)).send().await.expect("send").json().await.expect("json");
     assert_eq!(status["ready"], true);
     assert_eq!(status["breakers"][0]["state"], "open");
     assert_eq!(status["breakers"][0]["last_reason"], "overloaded");

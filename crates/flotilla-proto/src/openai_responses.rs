@@ -1553,9 +1553,12 @@ struct OutUsage {
     total_tokens: u32,
 }
 
+/// Both counts are required fields of the OpenAI SDKs' `InputTokensDetails` (openai-python 3.x
+/// declares `cache_write_tokens: int` without a default), so both are always written.
 #[derive(Serialize, Clone, Copy)]
 struct OutInputDetails {
     cached_tokens: u32,
+    cache_write_tokens: u32,
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -1567,7 +1570,7 @@ impl From<Usage> for OutUsage {
     fn from(u: Usage) -> Self {
         OutUsage {
             input_tokens: u.input_tokens,
-            input_tokens_details: OutInputDetails { cached_tokens: 0 },
+            input_tokens_details: OutInputDetails { cached_tokens: 0, cache_write_tokens: 0 },
             output_tokens: u.output_tokens,
             output_tokens_details: OutOutputDetails { reasoning_tokens: 0 },
             total_tokens: u.input_tokens.saturating_add(u.output_tokens),
@@ -1910,6 +1913,31 @@ mod tests {
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["status"], "incomplete");
         assert_eq!(v["incomplete_details"], json!({"reason": "max_output_tokens"}));
+    }
+
+    #[test]
+    fn usage_has_every_field_the_sdks_require() {
+        // openai-python types `usage.input_tokens_details` as {cached_tokens, cache_write_tokens}
+        // and `output_tokens_details` as {reasoning_tokens}, all required; the same usage object
+        // goes into `response.completed`.
+        let expected = json!({
+            "input_tokens": 100, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 120
+        });
+        let v: Value = serde_json::from_slice(&encode_response(&sample_response("resp_1"))).unwrap();
+        assert_eq!(v["usage"], expected);
+        let mut enc = StreamEncoder::new();
+        let mut bytes = Vec::new();
+        let events = sample_stream("resp_1", 0);
+        for ev in &events {
+            enc.encode(ev, &mut bytes);
+        }
+        let text = String::from_utf8(bytes).unwrap();
+        let last = text.lines().filter_map(|l| l.strip_prefix("data: ")).last().unwrap();
+        let v: Value = serde_json::from_str(last).unwrap();
+        assert_eq!(v["type"], "response.completed");
+        assert_eq!(v["response"]["usage"]["input_tokens_details"], expected["input_tokens_details"]);
+        assert_eq!(v["response"]["usage"]["output_tokens_details"], expected["output_tokens_details"]);
     }
 
     #[test]

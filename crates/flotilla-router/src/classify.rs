@@ -176,9 +176,16 @@ mod tests {
         assert_eq!(FailureClass::AuthFailed.action(), Action::RotateCredential);
         // 402, insufficient_quota (OpenAI sends it as 429), billing text.
         assert_eq!(classify_status(402, None, None), FailureClass::Billing);
-        assert_eq!(classify_status(429, None, Some(&err("insufficient_quota", "You exceeded your current quota"))), FailureClass::Billing);
         assert_eq!(
-            classify_status(400, None, Some(&err("invalid_request_error", "Your credit balance is too low to access the Anthropic API."))),
+            classify_status(429, None, Some(&err("insufficient_quota", "You exceeded your current quota"))),
+            FailureClass::Billing
+        );
+        assert_eq!(
+            classify_status(
+                400,
+                None,
+                Some(&err("invalid_request_error", "Your credit balance is too low to access the Anthropic API."))
+            ),
             FailureClass::Billing
         );
         // 500/502/504 → transient, retry once.
@@ -187,15 +194,25 @@ mod tests {
         }
         assert_eq!(FailureClass::Transient.action(), Action::RetryOnce);
         // 400/422 → caller's fault.
-        assert_eq!(classify_status(400, None, Some(&err("invalid_request_error", "messages: field required"))), FailureClass::InvalidRequest);
+        assert_eq!(
+            classify_status(400, None, Some(&err("invalid_request_error", "messages: field required"))),
+            FailureClass::InvalidRequest
+        );
         assert_eq!(classify_status(422, None, None), FailureClass::InvalidRequest);
         assert_eq!(FailureClass::InvalidRequest.action(), Action::ReturnToCaller);
         // Context too long, in both vendors' words.
         assert_eq!(
-            classify_status(400, None, Some(&err("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"))),
+            classify_status(
+                400,
+                None,
+                Some(&err("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"))
+            ),
             FailureClass::ContextTooLong
         );
-        assert_eq!(classify_status(400, None, Some(&err("context_length_exceeded", "x"))), FailureClass::ContextTooLong);
+        assert_eq!(
+            classify_status(400, None, Some(&err("context_length_exceeded", "x"))),
+            FailureClass::ContextTooLong
+        );
         assert_eq!(FailureClass::ContextTooLong.action(), Action::NextCandidate);
     }
 

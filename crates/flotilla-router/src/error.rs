@@ -132,7 +132,7 @@ impl RouteError {
                     ErrorKind::Timeout
                 } else if all("rate_limited") {
                     ErrorKind::RateLimit
-                } else if reasons.iter().any(|r| *r == "overloaded") {
+                } else if reasons.contains(&"overloaded") {
                     ErrorKind::Overloaded
                 } else {
                     ErrorKind::Api
@@ -175,7 +175,12 @@ mod tests {
             deadline_hit: false,
         };
         let text = e.to_string();
-        assert!(text.starts_with("all candidates of \"family\" failed; 1. anthropic/m [key-a] failed (overloaded, 529) after 12.0 ms"), "{text}");
+        assert!(
+            text.starts_with(
+                "all candidates of \"family\" failed; 1. anthropic/m [key-a] failed (overloaded, 529) after 12.0 ms"
+            ),
+            "{text}"
+        );
         assert!(text.contains("2. openai/m [key-a] skipped (breaker_open)"), "{text}");
         let api = e.to_api_error();
         assert_eq!(api.kind, ErrorKind::Overloaded);
@@ -192,7 +197,10 @@ mod tests {
         assert_eq!(all_rl.to_api_error().status, 429);
         let mixed = RouteError::AllFailed {
             chain: "c".into(),
-            attempts: vec![rec("a", AttemptOutcome::Failed("transient"), Some(500)), rec("b", AttemptOutcome::Failed("auth_failed"), Some(401))],
+            attempts: vec![
+                rec("a", AttemptOutcome::Failed("transient"), Some(500)),
+                rec("b", AttemptOutcome::Failed("auth_failed"), Some(401)),
+            ],
             deadline_hit: false,
         };
         assert_eq!(mixed.to_api_error().status, 502);
@@ -204,7 +212,10 @@ mod tests {
     fn caller_error_keeps_upstream_status_and_message() {
         let e = RouteError::Caller {
             status: 422,
-            error: Some(UpstreamError { error_type: "invalid_request_error".into(), message: "bad tool schema".into() }),
+            error: Some(UpstreamError {
+                error_type: "invalid_request_error".into(),
+                message: "bad tool schema".into(),
+            }),
             attempts: vec![],
         };
         let api = e.to_api_error();

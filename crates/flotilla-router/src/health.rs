@@ -37,10 +37,14 @@ impl Key {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     Closed,
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     /// One probe request is in flight; others keep away until `probe_deadline`, after which a
     /// lost probe (client went away) no longer blocks a new one.
-    HalfOpen { probe_deadline: Instant },
+    HalfOpen {
+        probe_deadline: Instant,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -57,7 +61,10 @@ pub enum Admit {
     /// Yes, and this request is the half-open probe.
     Probe,
     /// No: open (or probing) until the given time, for the given reason.
-    No { remaining: Duration, reason: &'static str },
+    No {
+        remaining: Duration,
+        reason: &'static str,
+    },
 }
 
 /// How a failure changes a breaker.

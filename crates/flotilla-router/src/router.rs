@@ -55,7 +55,7 @@ pub struct Router {
 /// What one attempt produced.
 enum Answer {
     Full(ChatResponse, Duration),
-    Stream(Vec<StreamEvent>, UpstreamStream),
+    Stream(Vec<StreamEvent>, Box<UpstreamStream>),
 }
 
 impl Router {
@@ -159,12 +159,12 @@ impl Router {
                     }
                 }
                 let model_key = Key::model(&cand.provider, &cand.model);
-                if pass == 0 {
-                    if let Admit::No { reason, .. } = self.health.admit(&model_key) {
-                        self.skip(chain, cand, reason);
-                        attempts.push(skipped(cand, "*", reason_breaker(reason)));
-                        continue;
-                    }
+                if pass == 0
+                    && let Admit::No { reason, .. } = self.health.admit(&model_key)
+                {
+                    self.skip(chain, cand, reason);
+                    attempts.push(skipped(cand, "*", reason_breaker(reason)));
+                    continue;
                 }
                 let creds: Vec<Option<&Credential>> = if provider.credentials.is_empty() {
                     vec![None]
@@ -180,11 +180,11 @@ impl Router {
                         attempts.push(skipped(cand, cred_name, reason_breaker(reason)));
                         continue;
                     }
-                    if pass == 0 {
-                        if let Admit::No { reason, .. } = self.health.admit(&exact_key) {
-                            attempts.push(skipped(cand, cred_name, reason_breaker(reason)));
-                            continue;
-                        }
+                    if pass == 0
+                        && let Admit::No { reason, .. } = self.health.admit(&exact_key)
+                    {
+                        attempts.push(skipped(cand, cred_name, reason_breaker(reason)));
+                        continue;
                     }
                     let target = Target { provider, model: &cand.model, credential: cred };
                     let mut retried = false;
@@ -327,7 +327,7 @@ impl Router {
                     let content = ev.is_content();
                     head.push(ev);
                     if content {
-                        return Ok(Answer::Stream(head, upstream));
+                        return Ok(Answer::Stream(head, Box::new(upstream)));
                     }
                 }
             }
@@ -409,18 +409,19 @@ pub fn resolve(config: &Config, name: &str) -> Result<Chain, RouteError> {
     if let Some(c) = config.chains.get(name) {
         return Ok(c.clone());
     }
-    if matches!(name, "default" | "agents.defaults") {
-        if let Some(c) = &config.default_chain {
-            return Ok(c.clone());
-        }
+    if matches!(name, "default" | "agents.defaults")
+        && let Some(c) = &config.default_chain
+    {
+        return Ok(c.clone());
     }
-    if let Some((p, m)) = name.split_once('/') {
-        if config.providers.contains_key(p) && !m.is_empty() {
-            return Ok(Chain {
-                name: name.to_owned(),
-                candidates: vec![ModelRef { provider: p.to_owned(), model: m.to_owned() }],
-            });
-        }
+    if let Some((p, m)) = name.split_once('/')
+        && config.providers.contains_key(p)
+        && !m.is_empty()
+    {
+        return Ok(Chain {
+            name: name.to_owned(),
+            candidates: vec![ModelRef { provider: p.to_owned(), model: m.to_owned() }],
+        });
     }
     let known = config
         .agents

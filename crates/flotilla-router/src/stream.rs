@@ -14,7 +14,7 @@ use crate::upstream::{AttemptFailure, UpstreamStream};
 #[derive(Debug)]
 pub struct CommittedStream {
     head: VecDeque<StreamEvent>,
-    upstream: UpstreamStream,
+    upstream: Box<UpstreamStream>,
     /// Who answered and what was tried before.
     pub answered: Answered,
     pub attempts: Vec<AttemptRecord>,
@@ -28,7 +28,7 @@ pub struct CommittedStream {
 impl CommittedStream {
     pub(crate) fn new(
         head: Vec<StreamEvent>,
-        upstream: UpstreamStream,
+        upstream: Box<UpstreamStream>,
         answered: Answered,
         attempts: Vec<AttemptRecord>,
         idle_timeout: Duration,

@@ -1,6 +1,8 @@
 //! Router behaviour against the in-process simulators: every row of the failure table,
 //! breakers, credential rotation, retry-after, deadlines, the aggregate error and streams.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "test setup failures should panic with context")]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -404,7 +406,10 @@ async fn anthropic_request_served_by_responses_and_chat_models_with_tools() {
         let recorded = f.oai.handle().requests();
         assert_eq!(recorded.last().map(|r| r.path.as_str()), Some(path));
         // Send the tool result back; the simulator quotes it in its answer.
-        req.messages.push(Message { role: Role::Assistant, content: vec![ContentPart::ToolUse { id: call.0.clone(), name: call.1, input: call.2 }] });
+        req.messages.push(Message {
+            role: Role::Assistant,
+            content: vec![ContentPart::ToolUse { id: call.0.clone(), name: call.1, input: call.2 }],
+        });
         req.messages.push(Message {
             role: Role::User,
             content: vec![ContentPart::ToolResult {
@@ -450,7 +455,10 @@ async fn stream_fails_over_invisibly_before_first_content() {
     assert_eq!(s.answered.model_ref(), "openai/gpt-5");
     let (events, err) = collect(s).await;
     assert_eq!(err, None);
-    assert!(matches!(events.first(), Some(StreamEvent::Start { model, .. }) if model.starts_with("gpt-5")), "{events:?}");
+    assert!(
+        matches!(events.first(), Some(StreamEvent::Start { model, .. }) if model.starts_with("gpt-5")),
+        "{events:?}"
+    );
     assert_eq!(events.iter().filter(|e| matches!(e, StreamEvent::Start { .. })).count(), 1, "one lifecycle start only");
     assert!(matches!(events.last(), Some(StreamEvent::Finish { .. })));
     assert!(streamed_text(&events).starts_with("[gpt-5]"));
@@ -470,7 +478,11 @@ async fn stream_error_event_before_content_also_fails_over() {
 
 #[tokio::test]
 async fn stream_cut_after_content_ends_with_an_error_not_a_hang() {
-    for fault in [Fault::CutMidStream { after_events: 6 }, Fault::ErrorMidStream { after_events: 6 }, Fault::ResetMidStream { after_events: 6 }] {
+    for fault in [
+        Fault::CutMidStream { after_events: 6 },
+        Fault::ErrorMidStream { after_events: 6 },
+        Fault::ResetMidStream { after_events: 6 },
+    ] {
         let f = fixture().await;
         f.ant.handle().add_fault(FaultRule::new(fault.clone()));
         let mut req = request("agent");
@@ -491,13 +503,19 @@ async fn stream_stall_after_content_times_out() {
     let mut req = request("agent");
     req.stream = true;
     let s = f.router.stream(&req).await.expect("stream");
-    let (_, err) = tokio::time::timeout(Duration::from_secs(3), collect(s)).await.expect("idle timeout ends the stream");
+    let (_, err) =
+        tokio::time::timeout(Duration::from_secs(3), collect(s)).await.expect("idle timeout ends the stream");
     assert!(err.is_some_and(|e| e.contains("no first byte within 300 ms")));
 }
 
 #[tokio::test]
 async fn stream_stall_before_content_fails_over() {
-    let f = fixture_with("ttfb_timeout = \"300ms\"\nretry_transient = false", "anthropic/claude-opus-4-6", r#"["openai/gpt-5"]"#).await;
+    let f = fixture_with(
+        "ttfb_timeout = \"300ms\"\nretry_transient = false",
+        "anthropic/claude-opus-4-6",
+        r#"["openai/gpt-5"]"#,
+    )
+    .await;
     f.ant.handle().add_fault(FaultRule::new(Fault::StallMidStream { after_events: 1, ms: 5000 }));
     let mut req = request("agent");
     req.stream = true;

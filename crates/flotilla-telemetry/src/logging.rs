@@ -51,10 +51,7 @@ mod tests {
 
     #[test]
     fn default_log_path_prefers_xdg_state_home() {
-        assert_eq!(
-            default_log_path("gateway", Some("/x"), Some("/home/u")),
-            PathBuf::from("/x/flotilla/gateway.log")
-        );
+        assert_eq!(default_log_path("gateway", Some("/x"), Some("/home/u")), PathBuf::from("/x/flotilla/gateway.log"));
         assert_eq!(
             default_log_path("gateway", None, Some("/home/u")),
             PathBuf::from("/home/u/.local/state/flotilla/gateway.log")

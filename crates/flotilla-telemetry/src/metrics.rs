@@ -91,8 +91,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("flotilla");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Client requests by API and outcome", requests.clone());
-        let request_duration: HistogramFamily<RequestLabels> =
-            Family::new_with_constructor(latency_histogram);
+        let request_duration: HistogramFamily<RequestLabels> = Family::new_with_constructor(latency_histogram);
         registry.register(
             "request_duration_seconds",
             "Client request duration (to the last byte)",
@@ -100,8 +99,7 @@ impl Metrics {
         );
         let attempts = Family::<AttemptLabels, Counter>::default();
         registry.register("attempts", "Upstream attempts by provider, model, outcome and reason", attempts.clone());
-        let attempt_duration: HistogramFamily<ModelLabels> =
-            Family::new_with_constructor(latency_histogram);
+        let attempt_duration: HistogramFamily<ModelLabels> = Family::new_with_constructor(latency_histogram);
         registry.register(
             "attempt_duration_seconds",
             "Upstream attempt duration to the first byte or failure",

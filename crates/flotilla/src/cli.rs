@@ -25,6 +25,37 @@ pub enum Command {
     },
     /// Run a protocol-faithful simulator of a provider API, with fault injection.
     Sim(SimArgs),
+    /// A provider outage on one machine, nothing to set up: simulators, a gateway, steady
+    /// traffic and a 20-second Anthropic overload; ends with a report. Exits 0 only if no
+    /// request failed or was lost and the primary model came back.
+    Demo(DemoArgs),
+    /// Benchmarks: fixed-rate load through the gateway and directly, in the same run.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Requests per second sent to the gateway.
+    #[arg(long, default_value = "20")]
+    pub rate: u32,
+    /// Seconds of normal traffic before the outage.
+    #[arg(long, default_value = "5")]
+    pub before_secs: u64,
+    /// Seconds the Anthropic simulator answers 529 overloaded.
+    #[arg(long, default_value = "20")]
+    pub outage_secs: u64,
+    /// Seconds of traffic after the outage ends.
+    #[arg(long, default_value = "10")]
+    pub after_secs: u64,
+    /// The router's overload cooldown (seconds before the primary is probed again).
+    #[arg(long, default_value = "5")]
+    pub cooldown_secs: u64,
+    /// A short run (2 s, 4 s outage, 5 s after, 1 s cooldown), as used by the tests.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,4 +120,49 @@ pub struct SimArgs {
     /// Approximate length of generated replies, in words.
     #[arg(long, default_value = "24")]
     pub reply_tokens: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// What the gateway adds to a request: direct to the simulator, through nginx proxy_pass
+    /// (when installed), through the gateway, with the primary's breaker open, and streaming
+    /// time to first token; plus the router's own time, RSS and CPU per request.
+    Router(BenchRouterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRouterArgs {
+    /// Requests per second, non-streaming phases (open loop) [default: 2000; --quick 500].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Requests per second, streaming phases [default: 200; --quick 100].
+    #[arg(long)]
+    pub stream_rate: Option<f64>,
+    /// Recorded seconds per phase [default: 10; --quick 3].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Unrecorded warm-up seconds before each phase [default: 2; --quick 1].
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Most requests in flight; one due while this many are out is dropped and counted.
+    #[arg(long, default_value = "256")]
+    pub concurrency: usize,
+    /// A short, light run (as used by the tests); explicit flags still win.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The nginx binary [default: /usr/sbin/nginx, else nginx on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub nginx: Option<PathBuf>,
+    /// Skip the nginx phase.
+    #[arg(long)]
+    pub no_nginx: bool,
 }

@@ -19,7 +19,10 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!("fix the config and try again; `flotilla config check {}` shows the details", args.config.display());
+            eprintln!(
+                "fix the config and try again; `flotilla config check {}` shows the details",
+                args.config.display()
+            );
             return Ok(ExitCode::from(1));
         }
     };
@@ -58,7 +61,9 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
                     reload_router.reload(Arc::new(c));
                     tracing::info!(event = "config_reloaded", path = %reload_path.display(), "config reloaded");
                 }
-                Err(e) => tracing::error!(event = "config_reload_failed", path = %reload_path.display(), errors = %e, "config reload failed, keeping the old config"),
+                Err(e) => {
+                    tracing::error!(event = "config_reload_failed", path = %reload_path.display(), errors = %e, "config reload failed, keeping the old config")
+                }
             }
         }
     });

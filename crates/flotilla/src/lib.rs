@@ -1,10 +1,12 @@
 //! The `flotilla` command: one binary whose subcommands run the gateway, check config, run the
 //! simulators, the demo and the benchmarks. `main.rs` only parses arguments and calls [`run`].
 
+mod bench;
 pub mod cli;
 mod cmd_config;
 mod cmd_gateway;
 mod cmd_sim;
+mod demo;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Gateway(args) => cmd_gateway::run(args).await,
             Command::Config { command: ConfigCommand::Check(args) } => cmd_config::check(args),
             Command::Sim(args) => cmd_sim::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

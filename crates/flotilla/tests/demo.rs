@@ -1,0 +1,28 @@
+//! `flotilla demo --quick` end to end: the real binary, its exit code and its report.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "test setup failures should panic with context")]
+
+use std::process::Command;
+
+#[test]
+fn quick_demo_loses_nothing_and_the_primary_comes_back() {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_flotilla")).args(["demo", "--quick", "--json"]).output().expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).expect("json report");
+    assert!(r["sent"].as_u64().is_some_and(|n| n > 100), "{r}");
+    assert_eq!(r["sent"], r["answered"]);
+    assert_eq!(r["failed"], 0);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["passed"], true);
+    // During the outage nothing was answered by Anthropic; before it, nothing by OpenAI.
+    let during = r["phases"]["outage"]["by_model"].as_object().expect("outage phase");
+    assert!(during.keys().all(|m| m.starts_with("openai/")), "{during:?}");
+    let before = r["phases"]["before"]["by_model"].as_object().expect("before phase");
+    assert!(before.keys().all(|m| m.starts_with("anthropic/")), "{before:?}");
+    assert!(r["phases"]["after"]["by_model"]["anthropic/claude-opus-4-6"].as_u64().is_some_and(|n| n > 0));
+    // The live summary went to stderr.
+    assert!(stderr.contains("[during outage]"), "{stderr}");
+}
