@@ -2,10 +2,10 @@
 //! consulted before every attempt, one aggregate error at the end.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use flotilla_config::{Chain, Config, Credential, ModelRef};
+use flotilla_config::{Chain, Config, Credential, CredentialKind, ModelRef};
 use flotilla_proto::{ChatRequest, ChatResponse, StreamEvent};
 use flotilla_telemetry::Metrics;
 use flotilla_telemetry::events::{ProviderAttemptFailed, ProviderAttemptSkipped, ProviderAttemptSucceeded};
@@ -175,6 +175,14 @@ impl Router {
                     let cred_name = cred.map(|c| c.name.as_str()).unwrap_or("none");
                     let cred_key = Key::credential(&cand.provider, cred_name);
                     let exact_key = Key::exact(&cand.provider, &cand.model, cred_name);
+                    // An OAuth access token past its expiry would only earn a 401: skip it.
+                    // (Refreshing is the credential owner's job, through the cluster store.)
+                    if let Some(Credential { kind: CredentialKind::OAuth { expires_at: Some(exp) }, .. }) = cred
+                        && *exp <= SystemTime::now()
+                    {
+                        attempts.push(skipped(cand, cred_name, "credential_expired"));
+                        continue;
+                    }
                     // Credential-level blocks (auth, billing) hold even in the last resort.
                     if let Admit::No { reason, .. } = self.health.admit(&cred_key) {
                         attempts.push(skipped(cand, cred_name, reason_breaker(reason)));

@@ -554,3 +554,83 @@ async fn secrets_never_reach_the_sim_log_or_debug_output() {
     let rec = f.ant.handle().requests();
     assert_eq!(rec[0].auth_header.as_deref(), Some("x-api-key"));
 }
+
+#[tokio::test]
+async fn retry_after_is_capped_by_max_retry_after() {
+    let f =
+        fixture_with(&format!("{FAST}\nmax_retry_after = \"1s\""), "anthropic/claude-opus-4-6", r#"["openai/gpt-5"]"#)
+            .await;
+    let mut rule = FaultRule::new(Fault::RateLimited { retry_after_secs: 600 });
+    rule.key = Some(KEY_A.into());
+    f.ant.handle().add_fault(rule);
+    f.router.complete(&request("agent")).await.expect("answer");
+    let snap = f.router.health().snapshot();
+    let b = snap.iter().find(|b| b.credential == "ant-a").expect("breaker");
+    assert!(b.cooldown_remaining_ms.is_some_and(|ms| ms <= 1000), "retry-after 600 s capped at 1 s: {b:?}");
+}
+
+#[tokio::test]
+async fn expired_oauth_token_is_skipped_without_a_round_trip() {
+    let ant = flotilla_sim::spawn(SimConfig::anthropic()).await.expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("oauth.json"), r#"{"access": "sk-ant-oat-expired", "expires": 1000}"#)
+        .expect("write");
+    let toml = format!(
+        r#"
+[agents.defaults.model]
+primary = "anthropic/claude-opus-4-6"
+[[agents.list]]
+id = "agent"
+[providers.anthropic]
+api = "anthropic"
+base_url = "{}"
+auth = ["oauth-main", "key-backup"]
+[auth.oauth-main]
+provider = "anthropic"
+type = "oauth"
+key = "file:oauth.json"
+[auth.key-backup]
+provider = "anthropic"
+type = "api-key"
+key = "env:ANT_B"
+"#,
+        ant.url()
+    );
+    let config = parse_config(&toml, &Env::from_pairs([("ANT_B", KEY_B)]), dir.path()).expect("config");
+    let router = Router::new(Arc::new(config), Arc::new(Metrics::new())).expect("router");
+    let r = router.complete(&request("agent")).await.expect("answer");
+    assert_eq!(r.answered.credential, "key-backup");
+    assert_eq!(r.attempts[0].outcome, AttemptOutcome::Skipped("credential_expired"));
+    assert_eq!(ant.handle().stats().requests_total, 1, "the expired token was never sent");
+}
+
+#[tokio::test]
+async fn oauth_tokens_go_as_bearer_with_the_oauth_beta_header() {
+    let ant = flotilla_sim::spawn(SimConfig::anthropic()).await.expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("oauth.json"), r#"{"access": "sk-ant-oat-valid", "expires": 4102444800000}"#)
+        .expect("write");
+    let toml = format!(
+        r#"
+[agents.defaults.model]
+primary = "anthropic/claude-opus-4-6"
+[[agents.list]]
+id = "agent"
+[providers.anthropic]
+api = "anthropic"
+base_url = "{}"
+auth = ["oauth-main"]
+[auth.oauth-main]
+provider = "anthropic"
+type = "oauth"
+key = "file:oauth.json"
+"#,
+        ant.url()
+    );
+    let config = parse_config(&toml, &Env::from_pairs::<_, &str, &str>([]), dir.path()).expect("config");
+    let router = Router::new(Arc::new(config), Arc::new(Metrics::new())).expect("router");
+    router.complete(&request("agent")).await.expect("answer");
+    let rec = &ant.handle().requests()[0];
+    assert_eq!(rec.auth_header.as_deref(), Some("authorization"));
+    assert_eq!(rec.headers.get("anthropic-beta").map(String::as_str), Some("oauth-2025-04-20"));
+}
