@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::raw::{
@@ -354,7 +354,15 @@ impl Checker<'_> {
             Some(p) => Some(self.base_dir.join(p)),
             None => None,
         };
-        Some(GatewayConfig { listen: listen?, keys, log_file })
+        let data_dir = match &g.data_dir {
+            Some(p) if p.as_os_str().is_empty() => {
+                self.err("gateway.data_dir", "data_dir is empty");
+                None
+            }
+            Some(p) => Some(self.base_dir.join(p)),
+            None => None,
+        };
+        Some(GatewayConfig { listen: listen?, keys, log_file, data_dir })
     }
 
     // ----- [router] -----
@@ -586,12 +594,34 @@ impl Checker<'_> {
 
     fn slack_app(&mut self, name: &str, app: &RawSlack) -> Option<SlackApp> {
         let path = join_key("slack", name);
-        let app_ok = self.secret_ref(&app.app_token, &join_key(&path, "app_token"), true).is_some();
-        let bot_ok = self.secret_ref(&app.bot_token, &join_key(&path, "bot_token"), true).is_some();
+        let app_path = join_key(&path, "app_token");
+        let bot_path = join_key(&path, "bot_token");
+        let app_ref = self.secret_ref(&app.app_token, &app_path, true);
+        let bot_ref = self.secret_ref(&app.bot_token, &bot_path, true);
+        let (app_ok, bot_ok) = (app_ref.is_some(), bot_ref.is_some());
+        let app_is_store = matches!(app_ref, Some(SecretRef::Store));
+        let bot_is_store = matches!(bot_ref, Some(SecretRef::Store));
+        // Tokens are resolved here when they can be, but a token that cannot be resolved is not
+        // a config error: only nodes that run the agent need it, and they say so at start.
+        let app_secret = self.quiet_resolve(&app.app_token, &app_path, app_is_store).and_then(|t| {
+            if t.expose_secret().starts_with("xapp-") {
+                Ok(t)
+            } else {
+                Err(format!("{app_path}: a Socket Mode app-level token starts with \"xapp-\" (Basic Information → App-Level Tokens)"))
+            }
+        });
+        let bot_secret = self.quiet_resolve(&app.bot_token, &bot_path, bot_is_store);
+        let api_base = app.api_base.clone().unwrap_or_else(|| "https://slack.com/api".to_owned());
+        if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
+            self.err(&join_key(&path, "api_base"), format!("api_base must be an http(s) URL, got \"{api_base}\""));
+        }
         (app_ok && bot_ok).then(|| SlackApp {
             name: name.to_owned(),
             app_token: app.app_token.clone(),
             bot_token: app.bot_token.clone(),
+            api_base: api_base.trim_end_matches('/').to_owned(),
+            app_secret,
+            bot_secret,
         })
     }
 
@@ -854,6 +884,20 @@ impl Checker<'_> {
         }
         self.err(path, format!("a literal secret is not allowed in the config file; write {forms}"));
         None
+    }
+
+    /// Resolves a secret without recording errors: the error text comes back instead.
+    fn quiet_resolve(&mut self, text: &str, path: &str, is_store: bool) -> Result<SecretString, String> {
+        if is_store {
+            return Err(format!("{path}: \"{text}\" is kept in the cluster store, which this node does not read yet"));
+        }
+        let before = self.errors.len();
+        let resolved = self.resolve_secret(text, path);
+        let errors: Vec<String> = self.errors.drain(before..).map(|e| e.to_string()).collect();
+        match resolved {
+            Some(r) => Ok(SecretString::from(r.value)),
+            None => Err(errors.join("; ")),
+        }
     }
 
     fn resolve_secret(&mut self, text: &str, path: &str) -> Option<Resolved> {

@@ -59,6 +59,8 @@ pub struct GatewayConfig {
     /// the binary when `None`. A relative path in the file is joined to the `base_dir` given
     /// to [`parse_config`] (the config file's directory for [`load_config`]).
     pub log_file: Option<PathBuf>,
+    /// Where the journal lives; default `$XDG_STATE_HOME/flotilla` resolved by the binary.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// `[router]`: failover timing. Every field has a default.
@@ -233,9 +235,17 @@ pub struct Agent {
 
 /// `[slack.NAME]`; tokens are references resolved by the Slack channel (`env:VAR`,
 /// `file:PATH`, or `secret:PATH` in the cluster store).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct SlackApp {
     pub name: String,
+    /// The references as written (`env:…`, `file:…`, `secret:…`).
     pub app_token: String,
     pub bot_token: String,
+    /// The Web API base, `https://slack.com/api` unless pointed at a simulator.
+    pub api_base: String,
+    /// The tokens, resolved when written as `env:`/`file:`; otherwise why not (an unset
+    /// variable, a `secret:` reference for the cluster store). Only nodes running the agent
+    /// need them, so an unresolved token is not a config error.
+    pub app_secret: Result<SecretString, String>,
+    pub bot_secret: Result<SecretString, String>,
 }

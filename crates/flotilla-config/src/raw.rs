@@ -27,6 +27,7 @@ pub(crate) struct RawGateway {
     pub listen: Option<String>,
     pub keys: Option<Vec<String>>,
     pub log_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
 }
 
 /// `[router]`: every field optional, defaults applied by the checker.
@@ -217,6 +218,7 @@ impl<'de> Deserialize<'de> for RawTimestamp {
 pub(crate) struct RawSlack {
     pub app_token: String,
     pub bot_token: String,
+    pub api_base: Option<String>,
 }
 
 /// The whole document after the piecewise parse. In the maps and in `agents`, `None` marks an

@@ -522,7 +522,7 @@ fn an_unknown_field_suggests_the_known_one_with_a_position() {
 fn an_unknown_field_far_from_any_known_one_lists_the_expected_fields() {
     let e = error_at(&with_base("[gateway]\nbananas = 1\n"), "gateway.bananas");
     assert_eq!(e.suggestion, None);
-    assert_eq!(e.message, "unknown field \"bananas\" (expected \"listen\", \"keys\", \"log_file\")");
+    assert_eq!(e.message, "unknown field \"bananas\" (expected \"listen\", \"keys\", \"log_file\", \"data_dir\")");
 }
 
 #[test]

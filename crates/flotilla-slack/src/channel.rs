@@ -48,8 +48,13 @@ pub trait Inbox: Send + Sync + 'static {
     fn record(&self, msg: SlackInbound) -> impl Future<Output = Result<(), String>> + Send;
     /// Conversations already known, with the newest message ts recorded in each.
     fn cursors(&self, app: &str) -> impl Future<Output = Result<Vec<(String, String)>, String>> + Send;
-    /// Threads of `conversation` the agent takes part in, with the newest ts seen in each.
-    fn threads(&self, app: &str, conversation: &str) -> impl Future<Output = Result<Vec<(String, String)>, String>> + Send;
+    /// Threads of `conversation` the agent takes part in (their parent `ts`), active since `since`.
+    fn threads(
+        &self,
+        app: &str,
+        conversation: &str,
+        since: &str,
+    ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 }
 
 /// Tunables of a channel.
@@ -145,7 +150,10 @@ impl ChannelStatus {
             State::Stopped => return Some("stopped".to_owned()),
         }
         if self.duplicate_gateway {
-            return Some(format!("{} connections share this app token: another gateway is running", self.num_connections));
+            return Some(format!(
+                "{} connections share this app token: another gateway is running",
+                self.num_connections
+            ));
         }
         match self.last_frame_at {
             Some(at) if at.elapsed() > stale_after => Some(format!("no frame for {} ms", at.elapsed().as_millis())),
@@ -176,7 +184,13 @@ impl StatusHandle {
 }
 
 /// Runs a channel until `cancel`. Returns when stopped or disabled.
-pub async fn run<I: Inbox>(cfg: ChannelConfig, web: SlackWeb, inbox: Arc<I>, status: StatusHandle, cancel: CancellationToken) {
+pub async fn run<I: Inbox>(
+    cfg: ChannelConfig,
+    web: SlackWeb,
+    inbox: Arc<I>,
+    status: StatusHandle,
+    cancel: CancellationToken,
+) {
     let tracker = TaskTracker::new();
     let (tx, mut rx) = mpsc::channel::<ConnEvent>(1024);
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
@@ -186,6 +200,9 @@ pub async fn run<I: Inbox>(cfg: ChannelConfig, web: SlackWeb, inbox: Arc<I>, sta
     let mut backoff = cfg.backoff_min;
     let mut connect_at: Option<Instant> = Some(Instant::now());
     let mut need_catch_up = true;
+    // Cursors as they were when the gap began: messages recorded live after reconnecting must
+    // not move the catch-up start past the ones missed during the gap.
+    let mut gap_cursors: Option<Vec<(String, String)>> = inbox.cursors(&cfg.app).await.ok();
     let catch_up_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clock = SleepDetector::new(cfg.sleep_jump);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -205,6 +222,7 @@ pub async fn run<I: Inbox>(cfg: ChannelConfig, web: SlackWeb, inbox: Arc<I>, sta
                     tracing::warn!(event = "host_slept", app = %cfg.app, detail = %why, "host slept or froze: reconnecting and catching up");
                     status.update(|s| { s.host_sleeps_detected += 1; s.last_reconnect_reason = Some(why.clone()); });
                     for c in conns.values() { c.close(); }
+                    if !need_catch_up { gap_cursors = inbox.cursors(&cfg.app).await.ok(); }
                     need_catch_up = true;
                     connect_at = Some(Instant::now());
                 }
@@ -254,7 +272,8 @@ pub async fn run<I: Inbox>(cfg: ChannelConfig, web: SlackWeb, inbox: Arc<I>, sta
                         tracing::info!(event = "slack_connected", app = %cfg.app, conn, num_connections, "socket mode connected");
                         if need_catch_up {
                             need_catch_up = false;
-                            spawn_catch_up(&tracker, &catch_up_running, &cfg, &web, &inbox, &status, &cancel);
+                            let cursors = gap_cursors.take();
+                            spawn_catch_up(&tracker, &catch_up_running, cursors, &cfg, &web, &inbox, &status, &cancel);
                         }
                     }
                     ConnEvent::Envelope { conn, envelope } => {
@@ -299,6 +318,7 @@ pub async fn run<I: Inbox>(cfg: ChannelConfig, web: SlackWeb, inbox: Arc<I>, sta
                         }
                         status.update(|s| s.open_connections = conns.len());
                         if conns.is_empty() && !cancel.is_cancelled() {
+                            if !need_catch_up { gap_cursors = inbox.cursors(&cfg.app).await.ok(); }
                             need_catch_up = true;
                             status.update(|s| { s.state = State::Connecting; s.reconnects += 1; s.last_reconnect_reason = Some(reason.clone()); });
                             if connect_at.is_none() {
@@ -379,9 +399,11 @@ pub fn inbound_from_event(app: &str, ev: &Value, event_id: Option<String>, sourc
     })
 }
 
+#[expect(clippy::too_many_arguments, reason = "the channel loop's state, passed once")]
 fn spawn_catch_up<I: Inbox>(
     tracker: &TaskTracker,
     running: &Arc<std::sync::atomic::AtomicBool>,
+    cursors: Option<Vec<(String, String)>>,
     cfg: &ChannelConfig,
     web: &SlackWeb,
     inbox: &Arc<I>,
@@ -398,7 +420,7 @@ fn spawn_catch_up<I: Inbox>(
         (running.clone(), cfg.clone(), web.clone(), inbox.clone(), status.clone(), cancel.clone());
     tracker.spawn(async move {
         let result = tokio::select! {
-            r = catch_up(&cfg, &web, inbox.as_ref()) => r,
+            r = catch_up(&cfg, &web, inbox.as_ref(), cursors) => r,
             _ = cancel.cancelled() => Ok(0),
         };
         match result {
@@ -422,10 +444,19 @@ fn spawn_catch_up<I: Inbox>(
 
 /// Reads every conversation's history (and the threads the agent is in) since the last seen
 /// `ts` and records what is there; the journal drops what it already has.
-pub async fn catch_up<I: Inbox>(cfg: &ChannelConfig, web: &SlackWeb, inbox: &I) -> Result<u64, String> {
+pub async fn catch_up<I: Inbox>(
+    cfg: &ChannelConfig,
+    web: &SlackWeb,
+    inbox: &I,
+    cursors: Option<Vec<(String, String)>>,
+) -> Result<u64, String> {
     let mut recorded = 0u64;
-    let cursors: HashMap<String, String> = inbox.cursors(&cfg.app).await?.into_iter().collect();
-    let mut conversations: Vec<String> = with_rate_limit(|| web.member_conversations()).await.map_err(|e| e.to_string())?;
+    let cursors: HashMap<String, String> = match cursors {
+        Some(c) => c.into_iter().collect(),
+        None => inbox.cursors(&cfg.app).await?.into_iter().collect(),
+    };
+    let mut conversations: Vec<String> =
+        with_rate_limit(|| web.member_conversations()).await.map_err(|e| e.to_string())?;
     for c in cursors.keys() {
         if !conversations.contains(c) {
             conversations.push(c.clone());
@@ -436,10 +467,14 @@ pub async fn catch_up<I: Inbox>(cfg: &ChannelConfig, web: &SlackWeb, inbox: &I) 
     for conv in conversations {
         let oldest = cursors.get(&conv).cloned().unwrap_or_else(|| default_oldest.clone());
         let mut found: Vec<SlackMessage> = Vec::new();
-        let mut threads_to_read: Vec<(String, String)> = inbox.threads(&cfg.app, &conv).await?;
+        let mut threads_to_read: Vec<(String, String)> =
+            // Threads the agent was in during the catch-up window, read from the cursor on.
+            inbox.threads(&cfg.app, &conv, &default_oldest).await?.into_iter().map(|t| (t, oldest.clone())).collect();
         let mut cursor: Option<String> = None;
         loop {
-            let page = with_rate_limit(|| web.history(&conv, Some(&oldest), cursor.as_deref())).await.map_err(|e| e.to_string())?;
+            let page = with_rate_limit(|| web.history(&conv, Some(&oldest), cursor.as_deref()))
+                .await
+                .map_err(|e| e.to_string())?;
             for m in &page.messages {
                 if m.reply_count.unwrap_or(0) > 0 && !threads_to_read.iter().any(|(t, _)| *t == m.ts) {
                     threads_to_read.push((m.ts.clone(), oldest.clone()));
@@ -454,7 +489,8 @@ pub async fn catch_up<I: Inbox>(cfg: &ChannelConfig, web: &SlackWeb, inbox: &I) 
         for (thread, since) in threads_to_read {
             let mut cursor: Option<String> = None;
             loop {
-                let page = match with_rate_limit(|| web.replies(&conv, &thread, Some(&since), cursor.as_deref())).await {
+                let page = match with_rate_limit(|| web.replies(&conv, &thread, Some(&since), cursor.as_deref())).await
+                {
                     Ok(p) => p,
                     // A thread deleted since: nothing to catch up there.
                     Err(SlackError::Api { error, .. }) if error == "thread_not_found" => break,
@@ -468,10 +504,11 @@ pub async fn catch_up<I: Inbox>(cfg: &ChannelConfig, web: &SlackWeb, inbox: &I) 
             }
         }
         // Oldest first, so turns of a thread are recorded (and answered) in order.
-        found.sort_by(|a, b| ts_key(&a.ts).cmp(&ts_key(&b.ts)));
+        found.sort_by_key(|a| ts_key(&a.ts));
         found.dedup_by(|a, b| a.ts == b.ts);
         for m in found {
-            if m.bot_id.is_some() || m.subtype.as_deref().is_some_and(|s| s != "thread_broadcast" && s != "file_share") {
+            if m.bot_id.is_some() || m.subtype.as_deref().is_some_and(|s| s != "thread_broadcast" && s != "file_share")
+            {
                 continue;
             }
             let Some(user) = m.user else { continue };
@@ -548,7 +585,10 @@ impl SleepDetector {
         let mono_d = mono.saturating_duration_since(pm);
         let wall_d = wall.duration_since(pw).unwrap_or_default();
         if wall_d > mono_d + self.threshold {
-            return Some(format!("wall clock advanced {} ms more than the monotonic clock", (wall_d - mono_d).as_millis()));
+            return Some(format!(
+                "wall clock advanced {} ms more than the monotonic clock",
+                (wall_d - mono_d).as_millis()
+            ));
         }
         // The timer ticks every second; far later means the process was frozen.
         if mono_d > Duration::from_secs(1) + self.threshold {
@@ -588,7 +628,10 @@ mod tests {
         let edit = serde_json::json!({"type": "message", "subtype": "message_changed", "channel": "C1", "ts": "3.0"});
         assert!(inbound_from_event("app", &edit, None, Source::Socket).is_none());
         let mention = serde_json::json!({"type": "app_mention", "channel": "C1", "user": "U2", "text": "<@UB> hi", "ts": "4.0", "thread_ts": "3.5"});
-        assert_eq!(inbound_from_event("app", &mention, None, Source::Socket).expect("mention").thread_ts.as_deref(), Some("3.5"));
+        assert_eq!(
+            inbound_from_event("app", &mention, None, Source::Socket).expect("mention").thread_ts.as_deref(),
+            Some("3.5")
+        );
     }
 
     #[test]

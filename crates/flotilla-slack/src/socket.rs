@@ -33,14 +33,29 @@ pub struct Envelope {
 /// What a connection reports to its channel.
 #[derive(Debug)]
 pub enum ConnEvent {
-    Hello { conn: ConnId, num_connections: u32 },
-    Envelope { conn: ConnId, envelope: Envelope },
+    Hello {
+        conn: ConnId,
+        num_connections: u32,
+    },
+    Envelope {
+        conn: ConnId,
+        envelope: Envelope,
+    },
     /// Slack asked us to move: `warning` (about to close), `refresh_requested`, `link_disabled`.
-    Disconnect { conn: ConnId, reason: String },
+    Disconnect {
+        conn: ConnId,
+        reason: String,
+    },
     /// Frames arrived (any kind): the socket is alive.
-    Alive { conn: ConnId },
+    Alive {
+        conn: ConnId,
+    },
     /// The connection is gone; `stale` = no pong within the deadline.
-    Closed { conn: ConnId, reason: String, stale: bool },
+    Closed {
+        conn: ConnId,
+        reason: String,
+        stale: bool,
+    },
 }
 
 /// Liveness settings.
@@ -154,18 +169,16 @@ async fn run(
                 let _ = events.send(ConnEvent::Alive { conn: id }).await;
                 match msg {
                     Message::Pong(p) => {
-                        if let Some((seq, _)) = outstanding {
-                            if p.as_ref() == seq.to_be_bytes() {
+                        if let Some((seq, _)) = outstanding
+                            && p.as_ref() == seq.to_be_bytes() {
                                 outstanding = None;
                             }
-                        }
                     }
                     Message::Text(t) => {
-                        if let Some(ev) = parse_frame(id, t.as_str()) {
-                            if events.send(ev).await.is_err() {
+                        if let Some(ev) = parse_frame(id, t.as_str())
+                            && events.send(ev).await.is_err() {
                                 break ("channel gone".to_owned(), false);
                             }
-                        }
                     }
                     Message::Close(f) => {
                         break (format!("closed by slack: {}", f.map(|f| f.reason.to_string()).unwrap_or_default()), false);

@@ -30,7 +30,9 @@ impl SlackError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SlackError::RateLimited { .. } | SlackError::Transport { .. } => true,
-            SlackError::Api { error, .. } => matches!(error.as_str(), "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout"),
+            SlackError::Api { error, .. } => {
+                matches!(error.as_str(), "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout")
+            }
         }
     }
 
@@ -135,10 +137,10 @@ impl SlackWeb {
     /// `apps.connections.open`: a fresh Socket Mode URL (app-level token).
     pub async fn connections_open(&self) -> Result<String, SlackError> {
         let v = self.call("apps.connections.open", true, json!({})).await?;
-        v.get("url").and_then(Value::as_str).map(str::to_owned).ok_or(SlackError::Api {
-            method: "apps.connections.open",
-            error: "missing url in response".to_owned(),
-        })
+        v.get("url")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(SlackError::Api { method: "apps.connections.open", error: "missing url in response".to_owned() })
     }
 
     /// `auth.test` with the bot token: who the bot is.
@@ -165,15 +167,15 @@ impl SlackWeb {
             body["metadata"] = m;
         }
         let v = self.call("chat.postMessage", false, body).await?;
-        v.get("ts").and_then(Value::as_str).map(str::to_owned).ok_or(SlackError::Api {
-            method: "chat.postMessage",
-            error: "missing ts in response".to_owned(),
-        })
+        v.get("ts")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(SlackError::Api { method: "chat.postMessage", error: "missing ts in response".to_owned() })
     }
 
     /// `conversations.history`: top-level messages newer than `oldest`, newest first.
     pub async fn history(&self, channel: &str, oldest: Option<&str>, cursor: Option<&str>) -> Result<Page, SlackError> {
-        let mut body = json!({"channel": channel, "limit": 200});
+        let mut body = json!({"channel": channel, "limit": 200, "include_all_metadata": true});
         if let Some(o) = oldest {
             body["oldest"] = json!(o);
         }
@@ -191,7 +193,7 @@ impl SlackWeb {
         oldest: Option<&str>,
         cursor: Option<&str>,
     ) -> Result<Page, SlackError> {
-        let mut body = json!({"channel": channel, "ts": thread_ts, "limit": 200});
+        let mut body = json!({"channel": channel, "ts": thread_ts, "limit": 200, "include_all_metadata": true});
         if let Some(o) = oldest {
             body["oldest"] = json!(o);
         }

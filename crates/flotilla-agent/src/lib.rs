@@ -1,0 +1,228 @@
+//! The agent runtime: each agent's Slack channel feeds the journal; every new message that is
+//! for the agent (a DM, a mention, or a reply in a thread the agent is in) becomes a turn —
+//! thread history plus the message, through the router, reply into the durable outbox — and
+//! the outbox posts replies to Slack exactly once.
+//!
+//! Turns of one thread run in order; threads run concurrently up to a per-agent limit. A turn
+//! interrupted by a crash is resumed at start-up from the journal.
+
+mod inbox;
+mod outbox;
+mod turn;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_config::{Config, SlackApp};
+use flotilla_journal::Journal;
+use flotilla_router::Router;
+use flotilla_slack::{ChannelConfig, ChannelStatus, SlackWeb, StatusHandle};
+use thiserror::Error;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use inbox::JournalInbox;
+
+/// Tunables of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Turns of one agent that may think at once (different threads).
+    pub concurrency_per_agent: usize,
+    /// After this long without an answer, tell the user once that the agent is retrying.
+    pub notice_after: Duration,
+    /// Give up on a turn (with an apology) after this long.
+    pub max_turn_time: Duration,
+    /// History entries sent with each turn.
+    pub history_limit: usize,
+    /// Channel tunables (liveness, catch-up window, backoff).
+    pub channel: fn(&str) -> ChannelConfig,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            concurrency_per_agent: 8,
+            notice_after: Duration::from_secs(20),
+            max_turn_time: Duration::from_secs(600),
+            history_limit: 40,
+            channel: ChannelConfig::new,
+        }
+    }
+}
+
+/// The runtime could not start.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("agent {agent}: slack app \"{app}\" is not configured")]
+    UnknownApp { agent: String, app: String },
+    #[error("slack app {app}: {reason}")]
+    Token { app: String, reason: String },
+    #[error("slack app {app}: auth.test failed: {error}")]
+    Auth { app: String, error: String },
+    #[error("slack app {app} is used by two agents ({first}, {second}); one app per agent")]
+    SharedApp { app: String, first: String, second: String },
+}
+
+/// What the gateway needs to see of running agents.
+#[derive(Debug, Clone)]
+pub struct RuntimeHandle {
+    /// Channel status per Slack app name.
+    pub channels: BTreeMap<String, StatusHandle>,
+    pub journal: Journal,
+}
+
+impl RuntimeHandle {
+    pub fn channel_statuses(&self) -> Vec<ChannelStatus> {
+        self.channels.values().map(StatusHandle::snapshot).collect()
+    }
+}
+
+/// One running agent, shared by its tasks.
+#[derive(Debug)]
+pub(crate) struct AgentCtx {
+    pub id: String,
+    pub app: String,
+    pub bot_user_id: String,
+    pub system_prompt: Option<String>,
+    pub web: SlackWeb,
+    pub journal: Journal,
+    pub router: Arc<Router>,
+    pub rc: RuntimeConfig,
+    pub outbox_wake: Notify,
+    pub turns: mpsc::UnboundedSender<Dispatch>,
+    pub permits: Semaphore,
+}
+
+/// Messages to an agent's dispatcher.
+#[derive(Debug)]
+pub(crate) enum Dispatch {
+    /// A turn to run (new, or unfinished from before a restart).
+    Turn { turn_id: i64, thread: String },
+    /// A turn of this thread finished: start the next one queued.
+    Done { thread: String },
+}
+
+/// Starts every agent that has a Slack app: its channel, dispatcher and outbox. Returns once
+/// each bot identity is known (auth.test); the channels connect in the background.
+pub async fn start(
+    config: &Config,
+    router: Arc<Router>,
+    journal: Journal,
+    rc: RuntimeConfig,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<RuntimeHandle, RuntimeError> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(8)
+        .build()
+        .map_err(|e| RuntimeError::Auth { app: "*".to_owned(), error: format!("cannot build the http client: {e}") })?;
+    let mut channels = BTreeMap::new();
+    let mut app_owner: HashMap<String, String> = HashMap::new();
+    for agent in &config.agents {
+        let Some(app_name) = &agent.slack else { continue };
+        if let Some(first) = app_owner.insert(app_name.clone(), agent.id.clone()) {
+            return Err(RuntimeError::SharedApp { app: app_name.clone(), first, second: agent.id.clone() });
+        }
+        let app = config
+            .slack
+            .get(app_name)
+            .ok_or_else(|| RuntimeError::UnknownApp { agent: agent.id.clone(), app: app_name.clone() })?;
+        let web = web_for(app, http.clone())?;
+        let identity =
+            web.auth_test().await.map_err(|e| RuntimeError::Auth { app: app_name.clone(), error: e.to_string() })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = Arc::new(AgentCtx {
+            id: agent.id.clone(),
+            app: app_name.clone(),
+            bot_user_id: identity.user_id,
+            system_prompt: agent.system_prompt.clone(),
+            web: web.clone(),
+            journal: journal.clone(),
+            router: router.clone(),
+            rc: rc.clone(),
+            outbox_wake: Notify::new(),
+            turns: tx,
+            permits: Semaphore::new(rc.concurrency_per_agent.max(1)),
+        });
+        tracing::info!(event = "agent_started", agent = %ctx.id, app = %ctx.app, bot_user = %ctx.bot_user_id, "agent started");
+        // Turns left unfinished by a crash or restart run first, in order.
+        match journal.unfinished_turns(&ctx.id).await {
+            Ok(turns) => {
+                if !turns.is_empty() {
+                    tracing::info!(event = "turns_resumed", agent = %ctx.id, count = turns.len(), "resuming turns interrupted by a restart");
+                }
+                for t in turns {
+                    let thread = format!("{}/{}", t.message.conversation, t.message.thread_key());
+                    let _ = ctx.turns.send(Dispatch::Turn { turn_id: t.id, thread });
+                }
+            }
+            Err(e) => {
+                tracing::error!(event = "resume_failed", agent = %ctx.id, error = %e, "cannot read unfinished turns")
+            }
+        }
+        let status = StatusHandle::new(app_name);
+        channels.insert(app_name.clone(), status.clone());
+        tracker.spawn(dispatcher(ctx.clone(), rx, cancel.clone(), tracker.clone()));
+        tracker.spawn(outbox::run(ctx.clone(), cancel.clone()));
+        let inbox = Arc::new(JournalInbox::new(ctx.clone()));
+        tracker.spawn(flotilla_slack::channel::run((rc.channel)(app_name), web, inbox, status, cancel.clone()));
+    }
+    Ok(RuntimeHandle { channels, journal })
+}
+
+fn web_for(app: &SlackApp, http: reqwest::Client) -> Result<SlackWeb, RuntimeError> {
+    let app_token = app.app_secret.clone().map_err(|reason| RuntimeError::Token { app: app.name.clone(), reason })?;
+    let bot_token = app.bot_secret.clone().map_err(|reason| RuntimeError::Token { app: app.name.clone(), reason })?;
+    Ok(SlackWeb::new(http, &app.api_base, app_token, bot_token))
+}
+
+/// Runs turns: one at a time per thread, in arrival order; threads concurrently.
+async fn dispatcher(
+    ctx: Arc<AgentCtx>,
+    mut rx: mpsc::UnboundedReceiver<Dispatch>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut queues: HashMap<String, VecDeque<i64>> = HashMap::new();
+    let mut running: HashMap<String, i64> = HashMap::new();
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let thread = match msg {
+            Dispatch::Turn { turn_id, thread } => {
+                if running.get(&thread) == Some(&turn_id) || queues.get(&thread).is_some_and(|q| q.contains(&turn_id)) {
+                    continue;
+                }
+                queues.entry(thread.clone()).or_default().push_back(turn_id);
+                thread
+            }
+            Dispatch::Done { thread } => {
+                running.remove(&thread);
+                thread
+            }
+        };
+        if running.contains_key(&thread) {
+            continue;
+        }
+        let next = queues.get_mut(&thread).and_then(VecDeque::pop_front);
+        if queues.get(&thread).is_some_and(VecDeque::is_empty) {
+            queues.remove(&thread);
+        }
+        if let Some(turn_id) = next {
+            running.insert(thread.clone(), turn_id);
+            let ctx = ctx.clone();
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = turn::run(&ctx, turn_id) => {}
+                }
+                let _ = ctx.turns.send(Dispatch::Done { thread });
+            });
+        }
+    }
+}

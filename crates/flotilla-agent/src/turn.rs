@@ -1,0 +1,154 @@
+//! One turn: is the message for this agent, and if so thread history + message → router →
+//! reply into the outbox (atomically with the turn's state and the history).
+
+use std::time::Duration;
+
+use flotilla_journal::{OutboundReply, Role as JRole, TurnState};
+use flotilla_proto::{ChatRequest, ContentPart, Message, Role};
+use flotilla_router::RouteError;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::AgentCtx;
+
+/// The reply's idempotency key: the user message's identity. The outbox puts it in the posted
+/// message's metadata and recognises an earlier post by it.
+pub(crate) fn reply_key(conversation: &str, ts: &str) -> String {
+    format!("{conversation}/{ts}")
+}
+
+/// Runs one turn to its end (reply queued, skipped or failed). Errors are logged: the turn stays
+/// unfinished in the journal and is resumed at the next start.
+pub(crate) async fn run(ctx: &AgentCtx, turn_id: i64) {
+    if let Err(e) = run_inner(ctx, turn_id).await {
+        tracing::error!(event = "turn_failed", agent = %ctx.id, turn_id, error = %e, "turn could not be recorded; it will be resumed at the next start");
+    }
+}
+
+async fn run_inner(ctx: &AgentCtx, turn_id: i64) -> Result<(), flotilla_journal::JournalError> {
+    let Some(turn) = ctx.journal.turn(turn_id).await? else { return Ok(()) };
+    if !matches!(turn.state, TurnState::Received | TurnState::Thinking) {
+        return Ok(());
+    }
+    let msg = &turn.message;
+    let thread_key = msg.thread_key().to_owned();
+    let history = ctx.journal.thread_history(&ctx.id, &msg.conversation, &thread_key, ctx.rc.history_limit).await?;
+    let mention = format!("<@{}>", ctx.bot_user_id);
+    let is_dm = msg.conversation.starts_with('D');
+    let in_thread = msg.thread_ts.is_some() && history.iter().any(|h| h.role == JRole::Assistant);
+    if !(is_dm || msg.text.contains(&mention) || in_thread) {
+        ctx.journal.skip_turn(turn_id).await?;
+        return Ok(());
+    }
+    let _permit = ctx.permits.acquire().await;
+    ctx.journal.begin_turn(turn_id).await?;
+
+    let mut messages: Vec<Message> = Vec::with_capacity(history.len() + 1);
+    for h in &history {
+        let role = match h.role {
+            JRole::User => Role::User,
+            JRole::Assistant => Role::Assistant,
+        };
+        push_merged(&mut messages, role, &h.text);
+    }
+    let text = msg.text.replace(&mention, "").trim().to_owned();
+    push_merged(&mut messages, Role::User, if text.is_empty() { "(empty message)" } else { &text });
+    let req = ChatRequest {
+        model: ctx.id.clone(),
+        system: ctx.system_prompt.clone(),
+        messages,
+        max_tokens: Some(4096),
+        ..Default::default()
+    };
+
+    let started = Instant::now();
+    let mut noticed = false;
+    let mut pause = Duration::from_millis(500);
+    let reply = loop {
+        match ctx.router.complete(&req).await {
+            Ok(r) => {
+                let text: String = r
+                    .response
+                    .content
+                    .iter()
+                    .filter_map(|p| match p {
+                        ContentPart::Text { text } => Some(text.as_str()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                tracing::debug!(event = "turn_answered", agent = %ctx.id, turn_id, model = %r.answered.model_ref());
+                break if text.trim().is_empty() { "(the model returned no text)".to_owned() } else { text };
+            }
+            Err(e @ RouteError::AllFailed { .. }) => {
+                if started.elapsed() >= ctx.rc.max_turn_time {
+                    tracing::error!(event = "turn_gave_up", agent = %ctx.id, turn_id, error = %e, "no model answered in time; apologising to the user");
+                    break format!(
+                        "Sorry, I could not reach any model for {} minutes. Please ask again in a while.",
+                        ctx.rc.max_turn_time.as_secs() / 60
+                    );
+                }
+                if !noticed && started.elapsed() >= ctx.rc.notice_after {
+                    noticed = true;
+                    notify_retrying(ctx, &msg.conversation, &thread_key, &msg.ts).await;
+                }
+                tracing::warn!(event = "turn_retrying", agent = %ctx.id, turn_id, retry_in_ms = pause.as_millis() as u64, error = %e);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(15));
+            }
+            Err(e) => {
+                // The request itself is wrong for every model (too long, unsupported): say so once.
+                tracing::warn!(event = "turn_rejected", agent = %ctx.id, turn_id, error = %e);
+                break format!("Sorry, I could not answer that: {}", e.to_api_error().message);
+            }
+        }
+    };
+    let out = OutboundReply {
+        app: ctx.app.clone(),
+        conversation: msg.conversation.clone(),
+        thread_ts: Some(thread_key.clone()),
+        text: reply,
+        idempotency_key: reply_key(&msg.conversation, &msg.ts),
+    };
+    ctx.journal.complete_turn(turn_id, out).await?;
+    ctx.journal.note_thread(&ctx.app, &msg.conversation, &thread_key).await?;
+    ctx.outbox_wake.notify_one();
+    Ok(())
+}
+
+/// Appends text as a message, merging with the previous one of the same role (providers want
+/// alternating roles; two user messages in a row happen when an earlier turn failed).
+fn push_merged(messages: &mut Vec<Message>, role: Role, text: &str) {
+    if let Some(last) = messages.last_mut()
+        && last.role == role {
+            last.content.push(ContentPart::Text { text: text.to_owned() });
+            return;
+        }
+    messages.push(Message::text(role, text));
+}
+
+/// Tells the user, once per turn, that the agent is still trying. Best effort: not journaled,
+/// marked in its metadata so that it is never mistaken for the reply.
+async fn notify_retrying(ctx: &AgentCtx, conversation: &str, thread: &str, ts: &str) {
+    let meta = json!({"event_type": "flotilla_notice", "event_payload": {"about": ts}});
+    let text = "My model provider is not answering right now; I am retrying and will reply here as soon as I can.";
+    if let Err(e) = ctx.web.post_message(conversation, Some(thread), text, Some(meta)).await {
+        tracing::warn!(event = "notice_failed", agent = %ctx.id, error = %e, "could not post the retrying notice");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_same_role_messages_merge() {
+        let mut m = Vec::new();
+        push_merged(&mut m, Role::User, "a");
+        push_merged(&mut m, Role::User, "b");
+        push_merged(&mut m, Role::Assistant, "c");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].content.len(), 2);
+        assert_eq!(reply_key("C1", "1.000100"), "C1/1.000100");
+    }
+}
