@@ -13,8 +13,12 @@ translation direction it exercised.
 
 Besides the SDKs' own behaviour (which parses leniently), every response and stream event is
 validated strictly against the SDK's pydantic type, so a field the SDK declares as required
-but the gateway leaves out is reported even when the SDK itself would only fail later, on
-attribute access.
+but the gateway leaves out is reported, although the SDK itself would quietly hand the caller
+`None` where its types promise a value.
+
+With `--expect-stream-failure` (run while the serving upstreams cut their streams after the
+first content), only the streaming calls are made, and each SDK must report the failure as its
+own error (or, for Responses, `error` + `response.failed` events) instead of a truncated answer.
 
 Prints one line per check (`ok NAME` or `FAIL NAME: REASON`) and a final `N passed, M failed`;
 exits 1 if any check failed, 2 if the SDKs are not installed.
@@ -77,8 +81,8 @@ def expect(cond: bool, what: str) -> None:
 
 def strict(obj: Any, what: str) -> None:
     """Validates an SDK object against its declared type. The SDKs build response objects
-    without validation (a missing field only fails later, on attribute access), so this is
-    what catches a required field the gateway leaves out. Stream events are validated as the
+    without validation (a missing required field just reads as None), so this is what catches
+    a required field the gateway leaves out. Stream events are validated as the
     variant the SDK chose for them by their `type`."""
     data = obj.model_dump(mode="json", by_alias=True, exclude_unset=True, warnings=False)
     try:
@@ -281,7 +285,7 @@ def anthropic_models(r: Runner, client: anthropic.Anthropic, agent: str) -> None
         page = client.models.list()
         items = list(page)
         for m in items:
-            pass  # TEMP
+            strict(m, f"model {m.id!r}")
         ids = [m.id for m in items]
         expect(agent in ids, f"{agent!r} not in {ids}")
 
@@ -560,7 +564,7 @@ def openai_models(r: Runner, client: openai.OpenAI, agent: str) -> None:
     def models() -> None:
         items = list(client.models.list())
         for m in items:
-            pass  # TEMP
+            strict(m, f"model {m.id!r}")
         ids = [m.id for m in items]
         expect(agent in ids, f"{agent!r} not in {ids}")
 
@@ -625,6 +629,88 @@ def openai_errors(r: Runner, base_url: str, key: str, agent: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Streams that fail after content was sent (run with --expect-stream-failure while the serving
+# upstream cuts its streams): the gateway cannot fail over any more, so each SDK must surface a
+# clean error of its own kind instead of a silently truncated answer or a hang.
+# ---------------------------------------------------------------------------------------------
+
+
+def stream_failure_checks(r: Runner, ant: anthropic.Anthropic, oai: openai.OpenAI, t: Target) -> None:
+    msgs = [{"role": "user", "content": "Tell me a story."}]
+
+    def anthropic_raw() -> None:
+        seen = []
+        try:
+            with ant.messages.create(model=t.name, max_tokens=200, stream=True, messages=msgs) as stream:
+                for ev in stream:
+                    seen.append(ev.type)
+        except anthropic.APIStatusError as e:
+            body = e.body if isinstance(e.body, dict) else {}
+            expect(body.get("type") == "error" and "message" in body.get("error", {}), f"error body {e.body!r}")
+        else:
+            raise CheckFailed(f"the stream ended without an error: {seen}")
+        expect("content_block_delta" in seen, f"the failure came before any content: {seen}")
+        expect("message_stop" not in seen, f"message_stop before the error: {seen}")
+
+    def anthropic_helper() -> None:
+        text = []
+        try:
+            with ant.messages.stream(model=t.name, max_tokens=200, messages=msgs) as stream:
+                for piece in stream.text_stream:
+                    text.append(piece)
+                stream.get_final_message()
+        except anthropic.APIStatusError:
+            pass
+        else:
+            raise CheckFailed("get_final_message returned without an error")
+        expect(text != [], "the failure came before any text")
+
+    def chat() -> None:
+        text = ""
+        try:
+            for chunk in oai.chat.completions.create(model=t.name, messages=msgs, stream=True):
+                for ch in chunk.choices:
+                    text += ch.delta.content or ""
+                    expect(ch.finish_reason is None, f"finish_reason {ch.finish_reason!r} before the error")
+        except openai.APIError as e:
+            expect(e.message != "", "empty error message")
+        else:
+            raise CheckFailed("the stream ended without an error")
+        expect(text != "", "the failure came before any text")
+
+    def chat_helper() -> None:
+        try:
+            with oai.chat.completions.stream(model=t.name, messages=msgs) as stream:
+                for _ in stream:
+                    pass
+                stream.get_final_completion()
+        except openai.APIError:
+            pass
+        else:
+            raise CheckFailed("get_final_completion returned without an error")
+
+    def responses() -> None:
+        events = []
+        for ev in oai.responses.create(model=t.name, input="Tell me a story.", stream=True):
+            strict(ev, f"{ev.type} event")
+            events.append(ev)
+        types = [e.type for e in events]
+        expect("response.output_text.delta" in types, f"the failure came before any text: {types}")
+        expect(types[-2:] == ["error", "response.failed"], f"stream ends {types[-2:]}")
+        expect("response.completed" not in types, f"response.completed in {types}")
+        failed = events[-1].response
+        expect(failed.status == "failed" and failed.error is not None, f"failed response {failed!r}")
+        expect(failed.error.message == events[-2].message, "error event and response.failed disagree")
+
+    p = f"stream failure[{t.name}]"
+    r.run(f"{p} anthropic messages.create stream=True raises APIStatusError", anthropic_raw)
+    r.run(f"{p} anthropic messages.stream raises APIStatusError", anthropic_helper)
+    r.run(f"{p} openai chat stream raises APIError", chat)
+    r.run(f"{p} openai chat.completions.stream raises APIError", chat_helper)
+    r.run(f"{p} openai responses stream ends with error + response.failed", responses)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def parse_target(s: str) -> Target:
@@ -646,6 +732,11 @@ def main() -> int:
         help="NAME[=PROVIDER/MODEL]: a model name to test, and the upstream that must serve it (repeatable); "
         "the first one must be an agent, used for models.list and the error checks",
     )
+    ap.add_argument(
+        "--expect-stream-failure",
+        action="store_true",
+        help="the serving upstream cuts its streams: check only that every SDK reports the failure cleanly",
+    )
     args = ap.parse_args()
     base_url = args.base_url.rstrip("/")
     agent = args.model[0].name
@@ -656,6 +747,11 @@ def main() -> int:
     # failure the SDK would paper over by retrying is seen.
     ant = anthropic.Anthropic(base_url=base_url, api_key=args.key, max_retries=0, timeout=TIMEOUT)
     oai = openai.OpenAI(base_url=base_url + "/v1", api_key=args.key, max_retries=0, timeout=TIMEOUT)
+    if args.expect_stream_failure:
+        for t in args.model:
+            stream_failure_checks(r, ant, oai, t)
+        print(f"{r.passed} passed, {r.failed} failed", flush=True)
+        return 1 if r.failed else 0
     for t in args.model:
         anthropic_checks(r, ant, t)
         openai_chat_checks(r, oai, t)

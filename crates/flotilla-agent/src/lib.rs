@@ -36,8 +36,8 @@ pub struct RuntimeConfig {
     pub max_turn_time: Duration,
     /// History entries sent with each turn.
     pub history_limit: usize,
-    /// Channel tunables (liveness, catch-up window, backoff).
-    pub channel: fn(&str) -> ChannelConfig,
+    /// Channel tunables (liveness, catch-up window, backoff); `app` is set per agent.
+    pub channel: ChannelConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -47,7 +47,7 @@ impl Default for RuntimeConfig {
             notice_after: Duration::from_secs(20),
             max_turn_time: Duration::from_secs(600),
             history_limit: 40,
-            channel: ChannelConfig::new,
+            channel: ChannelConfig::new("*"),
         }
     }
 }
@@ -167,7 +167,8 @@ pub async fn start(
         tracker.spawn(dispatcher(ctx.clone(), rx, cancel.clone(), tracker.clone()));
         tracker.spawn(outbox::run(ctx.clone(), cancel.clone()));
         let inbox = Arc::new(JournalInbox::new(ctx.clone()));
-        tracker.spawn(flotilla_slack::channel::run((rc.channel)(app_name), web, inbox, status, cancel.clone()));
+        let channel = ChannelConfig { app: app_name.clone(), ..rc.channel.clone() };
+        tracker.spawn(flotilla_slack::channel::run(channel, web, inbox, status, cancel.clone()));
     }
     Ok(RuntimeHandle { channels, journal })
 }

@@ -45,11 +45,10 @@ async fn run_inner(ctx: &AgentCtx, turn_id: i64) -> Result<(), flotilla_journal:
 
     let mut messages: Vec<Message> = Vec::with_capacity(history.len() + 1);
     for h in &history {
-        let role = match h.role {
-            JRole::User => Role::User,
-            JRole::Assistant => Role::Assistant,
-        };
-        push_merged(&mut messages, role, &h.text);
+        match h.role {
+            JRole::User => push_merged(&mut messages, Role::User, h.text.replace(&mention, "").trim()),
+            JRole::Assistant => push_merged(&mut messages, Role::Assistant, &h.text),
+        }
     }
     let text = msg.text.replace(&mention, "").trim().to_owned();
     push_merged(&mut messages, Role::User, if text.is_empty() { "(empty message)" } else { &text });
@@ -120,10 +119,11 @@ async fn run_inner(ctx: &AgentCtx, turn_id: i64) -> Result<(), flotilla_journal:
 /// alternating roles; two user messages in a row happen when an earlier turn failed).
 fn push_merged(messages: &mut Vec<Message>, role: Role, text: &str) {
     if let Some(last) = messages.last_mut()
-        && last.role == role {
-            last.content.push(ContentPart::Text { text: text.to_owned() });
-            return;
-        }
+        && last.role == role
+    {
+        last.content.push(ContentPart::Text { text: text.to_owned() });
+        return;
+    }
     messages.push(Message::text(role, text));
 }
 

@@ -279,7 +279,7 @@ pub async fn models(State(s): State<GatewayState>, headers: HeaderMap) -> Respon
         let data: Vec<serde_json::Value> = ids
             .iter()
             .map(|id| {
-                serde_json::json!({"type": "model", "id": id, "display_name": id, "created_at": "2025-01-01T00:00:00Z"})
+                serde_json::json!({"type": "model", "id": id, "display_name": id, "created_at": "2025-01-01T00:00:00Z", "lifecycle": "active"})
             })
             .collect();
         serde_json::json!({

@@ -30,13 +30,29 @@ pub struct GatewayState {
     /// Accepted client keys; empty = no auth (loopback only, enforced by config checks).
     pub keys: Arc<Vec<SecretString>>,
     pub readiness: Readiness,
+    /// Sections other components add to `/status` (e.g. `channels`, `journal`), refreshed by them.
+    pub extra_status: Arc<std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
     pub started: Instant,
 }
 
 impl GatewayState {
     pub fn new(router: Arc<Router>, keys: Vec<SecretString>) -> Self {
         let metrics = router.metrics().clone();
-        GatewayState { router, metrics, keys: Arc::new(keys), readiness: Readiness::default(), started: Instant::now() }
+        GatewayState {
+            router,
+            metrics,
+            keys: Arc::new(keys),
+            readiness: Readiness::default(),
+            extra_status: Arc::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Sets one `/status` section.
+    pub fn set_status(&self, section: &str, value: serde_json::Value) {
+        if let Ok(mut m) = self.extra_status.lock() {
+            m.insert(section.to_owned(), value);
+        }
     }
 }
 

@@ -89,7 +89,7 @@ pub async fn status(State(s): State<GatewayState>) -> Response {
         .collect();
     chains.dedup_by(|a, b| a.name == b.name);
     let problems = s.readiness.problems();
-    axum::Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": s.started.elapsed().as_secs(),
         "ready": problems.is_empty(),
@@ -97,6 +97,11 @@ pub async fn status(State(s): State<GatewayState>) -> Response {
         "chains": chains,
         "breakers": s.router.health().snapshot(),
         "router_overhead": s.metrics.overhead_summary(),
-    }))
-    .into_response()
+    });
+    if let (Ok(extra), Some(obj)) = (s.extra_status.lock(), body.as_object_mut()) {
+        for (k, v) in extra.iter() {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    axum::Json(body).into_response()
 }

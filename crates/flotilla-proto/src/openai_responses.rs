@@ -1933,7 +1933,7 @@ mod tests {
             enc.encode(ev, &mut bytes);
         }
         let text = String::from_utf8(bytes).unwrap();
-        let last = text.lines().filter_map(|l| l.strip_prefix("data: ")).last().unwrap();
+        let last = text.lines().filter_map(|l| l.strip_prefix("data: ")).next_back().unwrap();
         let v: Value = serde_json::from_str(last).unwrap();
         assert_eq!(v["type"], "response.completed");
         assert_eq!(v["response"]["usage"]["input_tokens_details"], expected["input_tokens_details"]);

@@ -55,6 +55,7 @@ mod handle;
 mod model;
 mod openai;
 mod server;
+pub mod slack;
 mod sse;
 mod util;
 

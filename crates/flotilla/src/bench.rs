@@ -50,6 +50,7 @@ struct Plan {
     duration: Duration,
     concurrency: usize,
     nginx: Option<PathBuf>,
+    gateway_threads: Option<usize>,
 }
 
 impl Plan {
@@ -65,6 +66,7 @@ impl Plan {
         }
         anyhow::ensure!(warmup.is_finite() && warmup >= 0.0, "--warmup must be zero or more seconds, not {warmup}");
         anyhow::ensure!(a.concurrency > 0, "--concurrency must be at least 1");
+        anyhow::ensure!(a.gateway_threads != Some(0), "--gateway-threads must be at least 1");
         let nginx = if a.no_nginx { None } else { procs::find_nginx(a.nginx.as_deref()) };
         Ok(Plan {
             rate,
@@ -73,6 +75,7 @@ impl Plan {
             duration: Duration::from_secs_f64(duration),
             concurrency: a.concurrency,
             nginx,
+            gateway_threads: a.gateway_threads,
         })
     }
 
@@ -83,6 +86,7 @@ impl Plan {
             warmup_s: self.warmup.as_secs_f64(),
             duration_s: self.duration.as_secs_f64(),
             concurrency: self.concurrency,
+            gateway_threads: self.gateway_threads,
             late_after_ms: load::LATE_AFTER.as_secs_f64() * 1000.0,
         }
     }
@@ -316,7 +320,12 @@ async fn measure(plan: &Plan) -> anyhow::Result<Report> {
     let (oai, oai_url) = procs::spawn_sim(&exe, "openai", dir_path).await?;
     let config = dir_path.join("gateway.toml");
     std::fs::write(&config, gateway_config(&ant_url, &oai_url)).context("cannot write the gateway config")?;
-    let env = [("FLOTILLA_BENCH_ANTHROPIC_KEY", BENCH_KEY), ("FLOTILLA_BENCH_OPENAI_KEY", BENCH_KEY)];
+    let threads = plan.gateway_threads.map(|n| n.to_string());
+    let mut env = vec![("FLOTILLA_BENCH_ANTHROPIC_KEY", BENCH_KEY), ("FLOTILLA_BENCH_OPENAI_KEY", BENCH_KEY)];
+    if let Some(n) = &threads {
+        // tokio's multi-thread runtime reads this when the gateway builds it.
+        env.push(("TOKIO_WORKER_THREADS", n));
+    }
     let (gw, gw_url, ready_in) = procs::spawn_gateway(&exe, &config, &env, dir_path, &control).await?;
     let mut usage = GatewayUsage {
         start_to_ready_ms: ready_in.as_secs_f64() * 1000.0,

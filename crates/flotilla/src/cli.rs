@@ -85,6 +85,10 @@ pub struct GatewayArgs {
     /// Log filter for stderr and the log file (RUST_LOG wins when set).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Directory of the journal (agents on Slack); overrides [gateway].data_dir
+    /// (default: $XDG_STATE_HOME/flotilla).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     pub drain_timeout: u64,
@@ -165,4 +169,7 @@ pub struct BenchRouterArgs {
     /// Skip the nginx phase.
     #[arg(long)]
     pub no_nginx: bool,
+    /// Tokio worker threads of the gateway (TOKIO_WORKER_THREADS) [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    pub gateway_threads: Option<usize>,
 }

@@ -11,7 +11,80 @@ use flotilla_router::Router;
 use flotilla_telemetry::{Metrics, logging};
 use tokio::signal::unix::{SignalKind, signal};
 
+use flotilla_journal::{Journal, JournalOptions};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::cli::GatewayArgs;
+
+/// Starts the Slack agents when the config has any; publishes their state to `/readyz` and
+/// `/status` every second. Returns the journal so that shutdown can close it.
+async fn start_agents(
+    args: &GatewayArgs,
+    state: &GatewayState,
+    router: &Arc<Router>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<Option<Journal>> {
+    let config = router.config();
+    if !config.agents.iter().any(|a| a.slack.is_some()) {
+        return Ok(None);
+    }
+    let data_dir = args.data_dir.clone().or_else(|| config.gateway.data_dir.clone()).unwrap_or_else(|| {
+        logging::default_log_path(
+            "journal",
+            std::env::var("XDG_STATE_HOME").ok().as_deref(),
+            std::env::var("HOME").ok().as_deref(),
+        )
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default()
+    });
+    let path = data_dir.join("journal.sqlite");
+    let journal = Journal::open(JournalOptions::new(&path))
+        .await
+        .with_context(|| format!("cannot open the journal at {} (is another gateway using it?)", path.display()))?;
+    tracing::info!(event = "journal_opened", path = %path.display());
+    let handle = flotilla_agent::start(
+        &config,
+        router.clone(),
+        journal.clone(),
+        flotilla_agent::RuntimeConfig::default(),
+        cancel.clone(),
+        tracker,
+    )
+    .await
+    .context("cannot start the agents")?;
+    let state = state.clone();
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        let stale_after = Duration::from_secs(10);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let statuses = handle.channel_statuses();
+            for s in &statuses {
+                state.readiness.set(&format!("slack:{}", s.app), s.not_ready(stale_after).map_or(Ok(()), Err));
+            }
+            state.set_status("channels", serde_json::json!(statuses));
+            if let Ok(stats) = handle.journal.stats().await {
+                state.set_status(
+                    "journal",
+                    serde_json::json!({
+                        "inbound_total": stats.inbound_total,
+                        "unfinished_turns": stats.unfinished_turns,
+                        "outbox_depth": stats.outbox_depth,
+                        "file_bytes": stats.file_bytes,
+                    }),
+                );
+            }
+        }
+    });
+    Ok(Some(journal))
+}
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let env = Env::from_process();
@@ -44,6 +117,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let router = Arc::new(Router::new(Arc::new(config), metrics).context("cannot build the upstream HTTP client")?);
     let state = GatewayState::new(router.clone(), keys);
     state.readiness.set("router", Ok(()));
+
+    // Agents on Slack: journal, channels, turns, outbox.
+    let agents_cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let journal = start_agents(&args, &state, &router, &agents_cancel, &tracker).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (is another gateway running?)"))?;
@@ -77,6 +155,20 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(event = "gateway_shutdown", "shutting down: no new requests, draining in-flight ones");
     };
     flotilla_gateway::serve(listener, state, shutdown, Duration::from_secs(args.drain_timeout)).await?;
+    // Intake stopped and HTTP drained: stop the channels and turns, then flush the journal.
+    agents_cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+        tracing::warn!(
+            event = "agents_drain_timeout",
+            "agent tasks still running after 10 s; unfinished turns resume at the next start"
+        );
+    }
+    if let Some(j) = journal
+        && let Err(e) = j.close().await
+    {
+        tracing::error!(event = "journal_close_failed", error = %e);
+    }
     tracing::info!(event = "gateway_stopped", "gateway stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,13 @@
 //! The official Anthropic and OpenAI Python SDKs against the real gateway binary, unchanged but
 //! for base URL and key (tests/sdk/check_sdks.py), streaming included: once with Anthropic
-//! serving the agent, once with Anthropic overloaded so OpenAI answers Anthropic-format calls.
+//! serving the agent, once with Anthropic overloaded so OpenAI answers Anthropic-format calls,
+//! and once with every upstream cutting its streams mid-way (each SDK must raise its error).
 //!
 //! The SDKs must be installed (`python3 -m pip install -r tests/sdk/requirements.txt`, which
 //! scripts/test does); without them this test fails rather than skips, so a green run always
 //! means the SDKs were exercised.
+
+#![allow(clippy::expect_used, reason = "test setup failures should panic with context")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -204,9 +207,9 @@ fn require_sdks() {
 
 /// Runs check_sdks.py against the gateway; `models` are `name=provider/model` pairs (the
 /// name to send and the upstream that must answer it).
-fn run_checks(gateway: &str, models: &[&str]) -> Output {
+fn run_checks(gateway: &str, models: &[&str], extra: &[&str]) -> Output {
     let mut cmd = Command::new("python3");
-    cmd.arg(SCRIPT).args(["--base-url", gateway, "--key", GW_KEY]);
+    cmd.arg(SCRIPT).args(["--base-url", gateway, "--key", GW_KEY]).args(extra);
     for m in models {
         cmd.args(["--model", m]);
     }
@@ -218,15 +221,22 @@ fn run_checks(gateway: &str, models: &[&str]) -> Output {
     cmd.output().expect("run python3 tests/sdk/check_sdks.py")
 }
 
-/// Asserts the script passed every check, and that it ran a real number of them.
-fn assert_all_passed(run: &str, out: &Output, log: &Log) {
+/// How many requests a simulator answered with `fault`.
+fn fault_hits(sim: &str, fault: &str) -> u64 {
+    let (_, stats) = http("GET", &format!("{sim}/_sim/stats"), None).expect("sim stats");
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("sim stats json");
+    stats["by_fault"][fault].as_u64().unwrap_or(0)
+}
+
+/// Asserts the script passed every check, and that it ran at least `min_checks` of them.
+fn assert_all_passed(run: &str, out: &Output, min_checks: usize, log: &Log) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let summary = stdout.lines().last().unwrap_or_default();
     let passed: usize = summary.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
     let oks = stdout.lines().filter(|l| l.starts_with("ok ")).count();
     assert!(
-        out.status.success() && summary.ends_with(" passed, 0 failed") && passed == oks && passed >= 40,
+        out.status.success() && summary.ends_with(" passed, 0 failed") && passed == oks && passed >= min_checks,
         "SDK checks failed ({run}), exit {:?}:\n{stdout}\n--- script stderr ---\n{stderr}\n--- gateway stderr ---\n{}",
         out.status.code(),
         log.text()
@@ -249,20 +259,39 @@ fn official_sdks_work_against_the_gateway_in_both_translation_directions() {
     let out = run_checks(
         &url,
         &["family=anthropic/claude-opus-4-6", "anthropic/claude-sonnet-4-5=anthropic/claude-sonnet-4-5"],
+        &[],
     );
-    assert_all_passed("anthropic serving", &out, &log);
+    assert_all_passed("anthropic serving", &out, 40, &log);
 
     // Anthropic overloaded: the agent fails over to OpenAI, so Anthropic-format calls (and
     // streams) are answered from OpenAI-format upstream responses.
     let (status, body) =
         http("POST", &format!("{ant_url}/_sim/faults"), Some(r#"{"fault":{"kind":"overloaded"}}"#)).expect("add fault");
     assert_eq!(status, 200, "{body}");
-    let out = run_checks(&url, &["family=openai/gpt-5.3-codex", "openai/gpt-4.1=openai/gpt-4.1"]);
-    assert_all_passed("anthropic overloaded", &out, &log);
-    let (_, stats) = http("GET", &format!("{ant_url}/_sim/stats"), None).expect("sim stats");
-    let stats: serde_json::Value = serde_json::from_str(&stats).expect("sim stats json");
+    let out = run_checks(&url, &["family=openai/gpt-5.3-codex", "openai/gpt-4.1=openai/gpt-4.1"], &[]);
+    assert_all_passed("anthropic overloaded", &out, 40, &log);
+    assert!(fault_hits(&ant_url, "overloaded") > 0, "the overload fault was never hit, so no failover was tested");
+
+    // Every upstream cuts its streams after the first content: the gateway can no longer fail
+    // over, and each SDK must report the failure as its own error rather than end quietly
+    // with a truncated answer. Both simulators are cut, so whichever candidate the breakers
+    // pick, the stream breaks.
+    for sim in [&ant_url, &oai_url] {
+        let (status, body) = http("DELETE", &format!("{sim}/_sim/faults"), None).expect("clear faults");
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = http(
+            "POST",
+            &format!("{sim}/_sim/faults"),
+            Some(r#"{"fault":{"kind":"cut_mid_stream","after_events":6}}"#),
+        )
+        .expect("add fault");
+        assert_eq!(status, 200, "{body}");
+    }
+    let out =
+        run_checks(&url, &["family", "anthropic/claude-sonnet-4-5", "openai/gpt-4.1"], &["--expect-stream-failure"]);
+    assert_all_passed("streams cut mid-way", &out, 15, &log);
     assert!(
-        stats["by_fault"]["overloaded"].as_u64().is_some_and(|n| n > 0),
-        "the overload fault was never hit, so no failover was tested: {stats}"
+        fault_hits(&ant_url, "cut_mid_stream") + fault_hits(&oai_url, "cut_mid_stream") >= 15,
+        "fewer streams were cut than the SDK checks expected"
     );
 }

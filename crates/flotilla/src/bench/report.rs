@@ -35,6 +35,8 @@ pub struct Settings {
     pub warmup_s: f64,
     pub duration_s: f64,
     pub concurrency: usize,
+    /// The gateway's tokio worker threads when set (default: one per CPU).
+    pub gateway_threads: Option<usize>,
     pub late_after_ms: f64,
 }
 
@@ -239,6 +241,9 @@ pub fn render_table(r: &Report) -> String {
         "flotilla bench router: {} req/s ({} req/s streaming) for {} s after {} s warm-up per phase, at most {} in flight, {} CPUs shared by everything",
         s.rate, s.stream_rate, s.duration_s, s.warmup_s, s.concurrency, r.cpus
     );
+    if let Some(n) = s.gateway_threads {
+        let _ = writeln!(out, "gateway tokio worker threads: {n}");
+    }
     let _ =
         writeln!(out, "latency in ms from when each request was due; late = sent > {} ms after due\n", s.late_after_ms);
     let _ = writeln!(
