@@ -41,8 +41,15 @@ impl Inbox for JournalInbox {
             },
             raw: None,
         };
+        let addressed = conversation.starts_with('D') || inbound.text.contains(&format!("<@{}>", self.ctx.bot_user_id));
+        let app = inbound.app.clone();
         match self.ctx.journal.record_inbound(inbound).await.map_err(|e| e.to_string())? {
             Recorded::New { turn_id } => {
+                // A thread the bot is asked into is the bot's thread from now on, even before
+                // it replies: a follow-up there during a gap must be caught up.
+                if addressed {
+                    self.ctx.journal.note_thread(&app, &conversation, &thread_key).await.map_err(|e| e.to_string())?;
+                }
                 let _ = self.ctx.turns.send(Dispatch::Turn { turn_id, thread: format!("{conversation}/{thread_key}") });
             }
             Recorded::Duplicate { .. } => {}

@@ -205,6 +205,9 @@ pub async fn run<I: Inbox>(
     let mut gap_cursors: Option<Vec<(String, String)>> = inbox.cursors(&cfg.app).await.ok();
     let catch_up_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clock = SleepDetector::new(cfg.sleep_jump);
+    // After we abandon a socket (stale, host slept), Slack may count it for a while: a second
+    // connection reported then is our own ghost, not another gateway.
+    let mut ghost_until: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -222,6 +225,7 @@ pub async fn run<I: Inbox>(
                     tracing::warn!(event = "host_slept", app = %cfg.app, detail = %why, "host slept or froze: reconnecting and catching up");
                     status.update(|s| { s.host_sleeps_detected += 1; s.last_reconnect_reason = Some(why.clone()); });
                     for c in conns.values() { c.close(); }
+                    ghost_until = Some(Instant::now() + Duration::from_secs(60));
                     if !need_catch_up { gap_cursors = inbox.cursors(&cfg.app).await.ok(); }
                     need_catch_up = true;
                     connect_at = Some(Instant::now());
@@ -255,7 +259,8 @@ pub async fn run<I: Inbox>(
                     ConnEvent::Alive { .. } => status.update(|s| s.last_frame_at = Some(Instant::now())),
                     ConnEvent::Hello { conn, num_connections } => {
                         backoff = cfg.backoff_min;
-                        let dup = num_connections > 1 && draining.is_empty();
+                        let ghosts_possible = ghost_until.is_some_and(|t| Instant::now() < t);
+                        let dup = num_connections as usize > conns.len() && draining.is_empty() && !ghosts_possible;
                         if dup {
                             tracing::error!(event = "slack_duplicate_gateway", app = %cfg.app, num_connections, "another gateway is connected with this app token: stop the old service (see `flotilla doctor`)");
                         }
@@ -311,6 +316,7 @@ pub async fn run<I: Inbox>(
                         conns.remove(&conn);
                         draining.retain(|c| *c != conn);
                         if stale {
+                            ghost_until = Some(Instant::now() + Duration::from_secs(60));
                             tracing::warn!(event = "slack_socket_stale", app = %cfg.app, conn, detail = %reason, "socket went silent: replacing it");
                             status.update(|s| s.stale_detected += 1);
                         } else {

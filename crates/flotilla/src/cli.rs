@@ -100,6 +100,8 @@ pub enum SimApi {
     Anthropic,
     /// OpenAI API (POST /v1/chat/completions and /v1/responses).
     Openai,
+    /// Slack: Web API under /api/METHOD and Socket Mode, with simulated users (/_sim/messages).
+    Slack,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +126,10 @@ pub struct SimArgs {
     /// Approximate length of generated replies, in words.
     #[arg(long, default_value = "24")]
     pub reply_tokens: u32,
+    /// Slack only: an app to install, `NAME` (generated tokens) or `NAME=XAPP_TOKEN,XOXB_TOKEN`
+    /// (repeatable). Tokens and ids are printed at start and served at /_sim/workspace.
+    #[arg(long = "app")]
+    pub apps: Vec<String>,
 }
 
 #[derive(Debug, Args)]
