@@ -8,10 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use flotilla_agent::RuntimeConfig;
 use flotilla_config::{Env, parse_config};
 use flotilla_gateway::GatewayState;
+use flotilla_journal::{Journal, JournalOptions};
 use flotilla_router::Router;
+use flotilla_sim::slack::{AppSpec, DisconnectReason, DropMode, SlackSim, SlackSimConfig};
 use flotilla_sim::{Fault, FaultRule, SimConfig, SimServer};
+use flotilla_slack::socket::Liveness;
 use flotilla_telemetry::Metrics;
 use serde::Serialize;
 use serde_json::json;
@@ -74,7 +78,21 @@ struct Report {
     router_overhead_p50_us: f64,
     router_overhead_p99_us: f64,
     first_errors: Vec<String>,
+    slack: SlackReport,
     passed: bool,
+}
+
+/// What the simulated Slack users saw.
+#[derive(Debug, Default, Serialize)]
+struct SlackReport {
+    messages_sent: usize,
+    answered: usize,
+    lost: usize,
+    doubled: usize,
+    socket_faults: u32,
+    reconnects: u64,
+    stale_sockets_detected: u64,
+    caught_up_messages: u64,
 }
 
 const PRIMARY: &str = "anthropic/claude-opus-4-6";
@@ -98,12 +116,38 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let ant = flotilla_sim::spawn(ant_cfg).await.context("cannot start the Anthropic simulator")?;
     let oai = flotilla_sim::spawn(oai_cfg).await.context("cannot start the OpenAI simulator")?;
 
-    let config_text = demo_config(&ant, &oai, cooldown);
-    let env = Env::from_pairs([("DEMO_ANTHROPIC_KEY", "sk-ant-demo-0001"), ("DEMO_OPENAI_KEY", "sk-demo-0002")]);
+    let slack = flotilla_sim::slack::spawn(
+        SlackSimConfig::default()
+            .app(AppSpec::new("assistant-app").tokens(SLACK_TOKENS[0].0, SLACK_TOKENS[0].1))
+            .app(AppSpec::new("family-app").tokens(SLACK_TOKENS[1].0, SLACK_TOKENS[1].1)),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start the Slack simulator: {e}"))?;
+    let config_text = demo_config(&ant, &oai, cooldown, &slack.api_url());
+    let env = Env::from_pairs([
+        ("DEMO_ANTHROPIC_KEY", "sk-ant-demo-0001"),
+        ("DEMO_OPENAI_KEY", "sk-demo-0002"),
+        ("DEMO_ASSISTANT_APP", SLACK_TOKENS[0].0),
+        ("DEMO_ASSISTANT_BOT", SLACK_TOKENS[0].1),
+        ("DEMO_FAMILY_APP", SLACK_TOKENS[1].0),
+        ("DEMO_FAMILY_BOT", SLACK_TOKENS[1].1),
+    ]);
     let config = parse_config(&config_text, &env, std::path::Path::new("."))
         .map_err(|e| anyhow::anyhow!("the demo's built-in config is invalid (a bug): {e}"))?;
     let metrics = Arc::new(Metrics::new());
-    let router = Arc::new(Router::new(Arc::new(config), metrics.clone())?);
+    let router = Arc::new(Router::new(Arc::new(config.clone()), metrics.clone())?);
+    // The agents on Slack: journal in a temporary directory, channels with a short ping so the
+    // demo's stale sockets are found quickly.
+    let data = tempfile::tempdir()?;
+    let journal = Journal::open(JournalOptions::new(data.path().join("journal.sqlite"))).await?;
+    let agents_cancel = CancellationToken::new();
+    let agents_tracker = TaskTracker::new();
+    let mut rc = RuntimeConfig::default();
+    rc.channel.liveness = Liveness { ping_interval: Duration::from_secs(1), pong_timeout: Duration::from_secs(2) };
+    let agents =
+        flotilla_agent::start(&config, router.clone(), journal.clone(), rc, agents_cancel.clone(), &agents_tracker)
+            .await
+            .context("cannot start the demo's agents")?;
     let state = GatewayState::new(router, Vec::new());
     state.readiness.set("router", Ok(()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -140,6 +184,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_report = Duration::from_secs(1);
+    let mut next_fault = Duration::from_secs(2);
+    let mut socket_faults: u32 = 0;
     let mut n: u64 = 0;
     while started.elapsed() < Duration::from_secs(total) {
         tick.tick().await;
@@ -153,10 +199,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         };
         let outage_end = (before + outage) as f64;
         tracker.spawn(one_request(client.clone(), gateway_url.clone(), n, phase, tally.clone(), started, outage_end));
+        if n % 5 == 0 {
+            slack_message(&slack, n);
+        }
+        if t >= next_fault {
+            next_fault += Duration::from_secs(4);
+            slack_fault(&slack, socket_faults);
+            socket_faults += 1;
+        }
         n += 1;
         if t >= next_report {
             next_report += Duration::from_secs(1);
-            live_line(&tally, t, phase);
+            live_line(&tally, t, phase, &slack);
         }
     }
     tracker.close();
@@ -164,6 +218,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !drained {
         eprintln!("some requests were still running 30 s after the traffic stopped");
     }
+    // Every Slack message must be answered exactly once; give the last gap time to heal.
+    let slack_settled =
+        slack.handle().wait_until(Duration::from_secs(60), |h| h.exactly_once_report().unanswered.is_empty()).await;
+    if !slack_settled {
+        eprintln!("some Slack messages were still unanswered 60 s after the traffic stopped");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let so = slack.handle().exactly_once_report();
+    let statuses = agents.channel_statuses();
+    let slack_report = SlackReport {
+        messages_sent: so.sent,
+        answered: so.answered_once,
+        lost: so.unanswered.len(),
+        doubled: so.doubled.len(),
+        socket_faults,
+        reconnects: statuses.iter().map(|s| s.reconnects).sum(),
+        stale_sockets_detected: statuses.iter().map(|s| s.stale_detected).sum(),
+        caught_up_messages: statuses.iter().map(|s| s.caught_up_messages).sum(),
+    };
+    agents_cancel.cancel();
+    agents_tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), agents_tracker.wait()).await;
+    let _ = journal.close().await;
     let overhead = metrics.overhead_summary();
     stop.cancel();
     let _ = server.await;
@@ -179,7 +256,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let failed: u64 = t.phases.values().map(|s| s.failed).sum();
     let failovers: u64 = t.phases.values().map(|s| s.failed_over).sum();
     let lost = sent - answered - failed;
-    let passed = failed == 0 && lost == 0 && t.primary_back_at.is_some();
+    let passed = failed == 0
+        && lost == 0
+        && t.primary_back_at.is_some()
+        && slack_report.lost == 0
+        && slack_report.doubled == 0
+        && slack_report.messages_sent > 0;
     let report = Report {
         sent,
         answered,
@@ -191,6 +273,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         router_overhead_p50_us: overhead.p50_us,
         router_overhead_p99_us: overhead.p99_us,
         first_errors: t.errors.into_iter().take(5).collect(),
+        slack: slack_report,
         passed,
     };
     #[expect(clippy::print_stdout, reason = "the report is the command's output")]
@@ -202,7 +285,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn demo_config(ant: &SimServer, oai: &SimServer, cooldown: u64) -> String {
+fn demo_config(ant: &SimServer, oai: &SimServer, cooldown: u64, slack_api: &str) -> String {
     format!(
         r#"
 [router]
@@ -216,12 +299,24 @@ fallbacks = ["openai/gpt-5.3-codex"]
 
 [[agents.list]]
 id = "assistant"
+slack = "assistant-app"
 system_prompt = "You are a helpful assistant."
 
 [[agents.list]]
 id = "family"
+slack = "family-app"
 model = {{ primary = "anthropic/claude-sonnet-4-5" }}
 system_prompt = "You help the family."
+
+[slack.assistant-app]
+app_token = "env:DEMO_ASSISTANT_APP"
+bot_token = "env:DEMO_ASSISTANT_BOT"
+api_base = "{slack_api}"
+
+[slack.family-app]
+app_token = "env:DEMO_FAMILY_APP"
+bot_token = "env:DEMO_FAMILY_BOT"
+api_base = "{slack_api}"
 
 [providers.anthropic]
 api = "anthropic"
@@ -320,7 +415,7 @@ async fn one_request(
     }
 }
 
-fn live_line(tally: &Arc<Mutex<Tally>>, t: Duration, phase: Phase) {
+fn live_line(tally: &Arc<Mutex<Tally>>, t: Duration, phase: Phase, slack: &SlackSim) {
     let g = tally.lock().unwrap_or_else(|p| p.into_inner());
     let (mut sent, mut ok, mut failed, mut fo) = (0, 0, 0, 0);
     let mut by_model: BTreeMap<&str, u64> = BTreeMap::new();
@@ -334,11 +429,16 @@ fn live_line(tally: &Arc<Mutex<Tally>>, t: Duration, phase: Phase) {
         }
     }
     let models: Vec<String> = by_model.iter().map(|(m, c)| format!("{m} {c}")).collect();
+    drop(g);
+    let so = slack.handle().exactly_once_report();
     eprintln!(
-        "t={:>3}s  [{:<13}]  sent {sent:>5}  ok {ok:>5}  failed {failed}  failovers {fo:>4}  answered by: {}",
+        "t={:>3}s  [{:<13}]  api: sent {sent:>5} ok {ok:>5} failed {failed} failovers {fo:>4} ({})  slack: sent {} answered {} doubled {}",
         t.as_secs(),
         phase.label(),
-        models.join(", ")
+        models.join(", "),
+        so.sent,
+        so.answered_once,
+        so.doubled.len()
     );
 }
 
@@ -396,13 +496,67 @@ fn render(r: &Report, outage_secs: u64) -> String {
         "router's own time per request: p50 {:.0} µs, p99 {:.0} µs (debug builds are slower; see BENCHMARKS.md)",
         r.router_overhead_p50_us, r.router_overhead_p99_us
     );
+    let sl = &r.slack;
+    let _ = writeln!(
+        s,
+        "slack: messages sent {}, answered {}, lost {}, doubled {} (through {} socket faults: {} reconnects, {} stale sockets detected, {} messages caught up from history)",
+        sl.messages_sent,
+        sl.answered,
+        sl.lost,
+        sl.doubled,
+        sl.socket_faults,
+        sl.reconnects,
+        sl.stale_sockets_detected,
+        sl.caught_up_messages
+    );
     for e in &r.first_errors {
         let _ = writeln!(s, "error: {e}");
     }
     let _ = writeln!(
         s,
         "\nresult: {}",
-        if r.passed { "PASS: no request failed or was lost, and the primary came back" } else { "FAIL" }
+        if r.passed {
+            "PASS: no request failed or was lost, no Slack message lost or doubled, and the primary came back"
+        } else {
+            "FAIL"
+        }
     );
     s
+}
+
+const SLACK_TOKENS: [(&str, &str); 2] =
+    [("xapp-1-ADEMO1-1-demo", "xoxb-demo-assistant"), ("xapp-1-ADEMO2-1-demo", "xoxb-demo-family")];
+
+/// A simulated user writes to one of the two agents: a DM, or a mention in #general.
+fn slack_message(slack: &SlackSim, n: u64) {
+    let h = slack.handle();
+    let users = ["alice", "bob", "carol"];
+    let user = users[(n as usize / 5) % users.len()];
+    let app = if (n / 5) % 2 == 0 { "assistant-app" } else { "family-app" };
+    let result = if (n / 10) % 2 == 0 {
+        match h.dm_channel(user, app) {
+            Some(dm) => {
+                h.post_user_message(&dm, user, &format!("slack message {n}: are we still on for Friday?"), None)
+            }
+            None => return,
+        }
+    } else {
+        let Some(bot) = h.app(app).map(|a| a.bot_user_id) else { return };
+        h.post_user_message("general", user, &format!("<@{bot}> slack message {n}: summarise the week"), None)
+    };
+    if let Err(e) = result {
+        eprintln!("slack simulator refused a message: {e}");
+    }
+}
+
+/// One socket fault, in turn: reset, silence (half-open), disconnect warning, clean close.
+fn slack_fault(slack: &SlackSim, i: u32) {
+    let h = slack.handle();
+    let app = if i % 2 == 0 { "assistant-app" } else { "family-app" };
+    let _ = match i % 4 {
+        0 => h.drop_connections(app, DropMode::Reset),
+        1 => h.silence(app),
+        2 => h.disconnect(app, DisconnectReason::Warning, Some(Duration::from_secs(3))),
+        _ => h.drop_connections(app, DropMode::Close),
+    };
 }

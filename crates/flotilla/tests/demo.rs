@@ -23,6 +23,12 @@ fn quick_demo_loses_nothing_and_the_primary_comes_back() {
     let before = r["phases"]["before"]["by_model"].as_object().expect("before phase");
     assert!(before.keys().all(|m| m.starts_with("anthropic/")), "{before:?}");
     assert!(r["phases"]["after"]["by_model"]["anthropic/claude-opus-4-6"].as_u64().is_some_and(|n| n > 0));
+    // Slack users talked to both agents through socket faults: nothing lost or doubled.
+    assert!(r["slack"]["messages_sent"].as_u64().is_some_and(|n| n > 10), "{r}");
+    assert_eq!(r["slack"]["messages_sent"], r["slack"]["answered"]);
+    assert_eq!(r["slack"]["lost"], 0);
+    assert_eq!(r["slack"]["doubled"], 0);
+    assert!(r["slack"]["socket_faults"].as_u64().is_some_and(|n| n >= 2), "{r}");
     // The live summary went to stderr.
     assert!(stderr.contains("[during outage]"), "{stderr}");
 }
