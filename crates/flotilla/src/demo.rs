@@ -199,7 +199,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         };
         let outage_end = (before + outage) as f64;
         tracker.spawn(one_request(client.clone(), gateway_url.clone(), n, phase, tally.clone(), started, outage_end));
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             slack_message(&slack, n);
         }
         if t >= next_fault {
@@ -532,8 +532,8 @@ fn slack_message(slack: &SlackSim, n: u64) {
     let h = slack.handle();
     let users = ["alice", "bob", "carol"];
     let user = users[(n as usize / 5) % users.len()];
-    let app = if (n / 5) % 2 == 0 { "assistant-app" } else { "family-app" };
-    let result = if (n / 10) % 2 == 0 {
+    let app = if (n / 5).is_multiple_of(2) { "assistant-app" } else { "family-app" };
+    let result = if (n / 10).is_multiple_of(2) {
         match h.dm_channel(user, app) {
             Some(dm) => {
                 h.post_user_message(&dm, user, &format!("slack message {n}: are we still on for Friday?"), None)
@@ -552,7 +552,7 @@ fn slack_message(slack: &SlackSim, n: u64) {
 /// One socket fault, in turn: reset, silence (half-open), disconnect warning, clean close.
 fn slack_fault(slack: &SlackSim, i: u32) {
     let h = slack.handle();
-    let app = if i % 2 == 0 { "assistant-app" } else { "family-app" };
+    let app = if i.is_multiple_of(2) { "assistant-app" } else { "family-app" };
     let _ = match i % 4 {
         0 => h.drop_connections(app, DropMode::Reset),
         1 => h.silence(app),
