@@ -104,8 +104,10 @@ pub(crate) enum Dispatch {
     Done { thread: String },
 }
 
-/// Starts every agent that has a Slack app: its channel, dispatcher and outbox. Returns once
-/// each bot identity is known (auth.test); the channels connect in the background.
+/// Starts every agent that has a Slack app: its channel, dispatcher and outbox. An agent whose
+/// tokens are missing or refused does not stop the others: its channel reports `disabled` with
+/// the reason (in `/readyz` and `/status`). Identity (`auth.test`) is retried in the background
+/// while Slack is unreachable.
 pub async fn start(
     config: &Config,
     router: Arc<Router>,
@@ -129,48 +131,109 @@ pub async fn start(
             .slack
             .get(app_name)
             .ok_or_else(|| RuntimeError::UnknownApp { agent: agent.id.clone(), app: app_name.clone() })?;
-        let web = web_for(app, http.clone())?;
-        let identity =
-            web.auth_test().await.map_err(|e| RuntimeError::Auth { app: app_name.clone(), error: e.to_string() })?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let ctx = Arc::new(AgentCtx {
-            id: agent.id.clone(),
-            app: app_name.clone(),
-            bot_user_id: identity.user_id,
-            system_prompt: agent.system_prompt.clone(),
-            web: web.clone(),
-            journal: journal.clone(),
-            router: router.clone(),
-            rc: rc.clone(),
-            outbox_wake: Notify::new(),
-            turns: tx,
-            permits: Semaphore::new(rc.concurrency_per_agent.max(1)),
-        });
-        tracing::info!(event = "agent_started", agent = %ctx.id, app = %ctx.app, bot_user = %ctx.bot_user_id, "agent started");
-        // Turns left unfinished by a crash or restart run first, in order.
-        match journal.unfinished_turns(&ctx.id).await {
-            Ok(turns) => {
-                if !turns.is_empty() {
-                    tracing::info!(event = "turns_resumed", agent = %ctx.id, count = turns.len(), "resuming turns interrupted by a restart");
-                }
-                for t in turns {
-                    let thread = format!("{}/{}", t.message.conversation, t.message.thread_key());
-                    let _ = ctx.turns.send(Dispatch::Turn { turn_id: t.id, thread });
-                }
-            }
-            Err(e) => {
-                tracing::error!(event = "resume_failed", agent = %ctx.id, error = %e, "cannot read unfinished turns")
-            }
-        }
         let status = StatusHandle::new(app_name);
         channels.insert(app_name.clone(), status.clone());
-        tracker.spawn(dispatcher(ctx.clone(), rx, cancel.clone(), tracker.clone()));
-        tracker.spawn(outbox::run(ctx.clone(), cancel.clone()));
-        let inbox = Arc::new(JournalInbox::new(ctx.clone()));
-        let channel = ChannelConfig { app: app_name.clone(), ..rc.channel.clone() };
-        tracker.spawn(flotilla_slack::channel::run(channel, web, inbox, status, cancel.clone()));
+        let web = match web_for(app, http.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(event = "agent_not_started", agent = %agent.id, error = %e, "agent not started: fix its slack tokens");
+                status.set_disabled(&e.to_string());
+                continue;
+            }
+        };
+        let spec =
+            AgentSpec { id: agent.id.clone(), app: app_name.clone(), system_prompt: agent.system_prompt.clone() };
+        tracker.spawn(run_agent(
+            spec,
+            web,
+            journal.clone(),
+            router.clone(),
+            rc.clone(),
+            status,
+            cancel.clone(),
+            tracker.clone(),
+        ));
     }
     Ok(RuntimeHandle { channels, journal })
+}
+
+#[derive(Debug)]
+struct AgentSpec {
+    id: String,
+    app: String,
+    system_prompt: Option<String>,
+}
+
+/// One agent's life: learn the bot's identity, resume unfinished turns, then run the
+/// dispatcher, the outbox and the channel until cancelled.
+#[expect(clippy::too_many_arguments, reason = "the agent's parts, passed once at start")]
+async fn run_agent(
+    spec: AgentSpec,
+    web: SlackWeb,
+    journal: Journal,
+    router: Arc<Router>,
+    rc: RuntimeConfig,
+    status: StatusHandle,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut pause = Duration::from_millis(200);
+    let identity = loop {
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = web.auth_test() => r,
+        };
+        match attempt {
+            Ok(id) => break id,
+            Err(e) if e.is_auth() => {
+                tracing::error!(event = "agent_not_started", agent = %spec.id, app = %spec.app, error = %e, "slack refused the bot token: fix it and restart");
+                status.set_disabled(&format!("auth.test: {e}"));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(event = "slack_unreachable", agent = %spec.id, app = %spec.app, error = %e, retry_in_ms = pause.as_millis() as u64);
+                status.set_error(&format!("auth.test: {e}"));
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(AgentCtx {
+        id: spec.id,
+        app: spec.app.clone(),
+        bot_user_id: identity.user_id,
+        system_prompt: spec.system_prompt,
+        web: web.clone(),
+        journal: journal.clone(),
+        router,
+        rc: rc.clone(),
+        outbox_wake: Notify::new(),
+        turns: tx,
+        permits: Semaphore::new(rc.concurrency_per_agent.max(1)),
+    });
+    tracing::info!(event = "agent_started", agent = %ctx.id, app = %ctx.app, bot_user = %ctx.bot_user_id, "agent started");
+    // Turns left unfinished by a crash or restart run first, in order.
+    match journal.unfinished_turns(&ctx.id).await {
+        Ok(turns) => {
+            if !turns.is_empty() {
+                tracing::info!(event = "turns_resumed", agent = %ctx.id, count = turns.len(), "resuming turns interrupted by a restart");
+            }
+            for t in turns {
+                let thread = format!("{}/{}", t.message.conversation, t.message.thread_key());
+                let _ = ctx.turns.send(Dispatch::Turn { turn_id: t.id, thread });
+            }
+        }
+        Err(e) => tracing::error!(event = "resume_failed", agent = %ctx.id, error = %e, "cannot read unfinished turns"),
+    }
+    tracker.spawn(dispatcher(ctx.clone(), rx, cancel.clone(), tracker.clone()));
+    tracker.spawn(outbox::run(ctx.clone(), cancel.clone()));
+    let inbox = Arc::new(JournalInbox::new(ctx.clone()));
+    let channel = ChannelConfig { app: spec.app, ..rc.channel.clone() };
+    flotilla_slack::channel::run(channel, web, inbox, status, cancel).await;
 }
 
 fn web_for(app: &SlackApp, http: reqwest::Client) -> Result<SlackWeb, RuntimeError> {

@@ -178,6 +178,19 @@ impl StatusHandle {
         s
     }
 
+    /// Marks the channel as unable to run (bad or missing token), with the reason.
+    pub fn set_disabled(&self, reason: &str) {
+        self.update(|s| {
+            s.state = State::Disabled;
+            s.last_error = Some(reason.to_owned());
+        });
+    }
+
+    /// Records an error without changing the state (e.g. a start-up retry).
+    pub fn set_error(&self, reason: &str) {
+        self.update(|s| s.last_error = Some(reason.to_owned()));
+    }
+
     fn update(&self, f: impl FnOnce(&mut ChannelStatus)) {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
