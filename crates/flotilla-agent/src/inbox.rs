@@ -58,7 +58,11 @@ impl Inbox for JournalInbox {
     }
 
     async fn cursors(&self, app: &str) -> Result<Vec<(String, String)>, String> {
-        self.ctx.journal.conversations(app).await.map_err(|e| e.to_string())
+        self.ctx.journal.sync_marks(app).await.map_err(|e| e.to_string())
+    }
+
+    async fn mark_synced(&self, app: &str, conversation: &str, ts: &str) -> Result<(), String> {
+        self.ctx.journal.set_sync_mark(app, conversation, ts).await.map_err(|e| e.to_string())
     }
 
     async fn threads(&self, app: &str, conversation: &str, since: &str) -> Result<Vec<String>, String> {

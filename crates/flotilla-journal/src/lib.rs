@@ -234,6 +234,20 @@ impl Journal {
         self.writer.call(move |s| s.conversations(&app)).await
     }
 
+    /// How far catch-up has read each conversation of `app` (`ts` of the newest message it saw).
+    /// Only [`Journal::set_sync_mark`] moves it: live messages do not, so a message missed
+    /// during a gap is never hidden behind newer ones recorded after it.
+    pub async fn sync_marks(&self, app: &str) -> Result<Vec<(String, String)>> {
+        let app = app.to_owned();
+        self.writer.call(move |s| s.sync_marks(&app)).await
+    }
+
+    /// Records that catch-up has read `conversation` up to `ts` (never moves backwards).
+    pub async fn set_sync_mark(&self, app: &str, conversation: &str, ts: &str) -> Result<()> {
+        let (app, conversation, ts) = (app.to_owned(), conversation.to_owned(), ts.to_owned());
+        self.writer.call(move |s| s.set_sync_mark(&app, &conversation, &ts)).await
+    }
+
     /// Remembers that the agent of `app` takes part in a thread. `complete_turn` and
     /// `mark_delivered` note threads themselves; this is for other reasons to follow one.
     pub async fn note_thread(&self, app: &str, conversation: &str, thread_ts: &str) -> Result<()> {

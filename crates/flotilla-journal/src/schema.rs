@@ -117,6 +117,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_thread ON outbox (app, conversation, thread_key, id) WHERE state = 'pending';
     CREATE INDEX outbox_finished ON outbox (updated_at) WHERE state <> 'pending';
     ",
+    // 2: how far catch-up has read each conversation's history. Unlike `cursor` (the newest
+    // message recorded by any path), this only moves when a catch-up completed, so live
+    // messages recorded after a reconnect never hide older ones missed during the gap.
+    "
+    CREATE TABLE sync_mark (
+        app          TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        synced_ts    TEXT NOT NULL,
+        synced_key   INTEGER NOT NULL,
+        PRIMARY KEY (app, conversation)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

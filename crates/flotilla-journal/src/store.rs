@@ -480,6 +480,27 @@ impl Store {
         Ok(rows)
     }
 
+    pub(crate) fn sync_marks(&mut self, app: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT conversation, synced_ts FROM sync_mark WHERE app = ?1 ORDER BY conversation")?;
+        let rows = stmt.query_map([app], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub(crate) fn set_sync_mark(&mut self, app: &str, conversation: &str, ts: &str) -> Result<()> {
+        let key = ts_key(ts)?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO sync_mark (app, conversation, synced_ts, synced_key) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app, conversation) DO UPDATE SET synced_ts = excluded.synced_ts,
+                 synced_key = excluded.synced_key WHERE excluded.synced_key > sync_mark.synced_key",
+                params![app, conversation, ts, key],
+            )?;
+            Ok(())
+        })
+    }
+
     pub(crate) fn note_thread(&mut self, app: &str, conversation: &str, thread_ts: &str) -> Result<()> {
         let key = ts_key(thread_ts)?;
         let now = self.now();

@@ -585,13 +585,13 @@ async fn schema_version_is_migrated_and_newer_files_are_refused() {
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
         let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
         conn.pragma_update(None, "user_version", 99).unwrap();
     }
     let err = Journal::open(options(&path, &clock)).await.unwrap_err();
-    assert!(matches!(err, JournalError::SchemaTooNew { found: 99, supported: 1 }), "{err:?}");
+    assert!(matches!(err, JournalError::SchemaTooNew { found: 99, supported: 2 }), "{err:?}");
 }
 
 #[tokio::test]

@@ -46,8 +46,10 @@ pub trait Inbox: Send + Sync + 'static {
     /// Records a message durably (or recognises a duplicate). `Ok` only once it is on disk:
     /// the channel acks the Slack envelope after this returns.
     fn record(&self, msg: SlackInbound) -> impl Future<Output = Result<(), String>> + Send;
-    /// Conversations already known, with the newest message ts recorded in each.
+    /// How far catch-up has read each conversation (moved only by [`Inbox::mark_synced`]).
     fn cursors(&self, app: &str) -> impl Future<Output = Result<Vec<(String, String)>, String>> + Send;
+    /// Catch-up has read `conversation` up to `ts`; durable, never moves backwards.
+    fn mark_synced(&self, app: &str, conversation: &str, ts: &str) -> impl Future<Output = Result<(), String>> + Send;
     /// Threads of `conversation` the agent takes part in (their parent `ts`), active since `since`.
     fn threads(
         &self,
@@ -70,6 +72,9 @@ pub struct ChannelConfig {
     /// A wall-clock jump this much larger than the monotonic clock's (or a timer tick this
     /// late) means the host slept or froze.
     pub sleep_jump: Duration,
+    /// A catch-up sweep also runs this often while connected: a safety net for anything a
+    /// socket lost without the channel noticing, and it keeps the next catch-up short.
+    pub sweep_every: Duration,
 }
 
 impl ChannelConfig {
@@ -81,6 +86,7 @@ impl ChannelConfig {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             sleep_jump: Duration::from_secs(3),
+            sweep_every: Duration::from_secs(300),
         }
     }
 }
@@ -223,6 +229,8 @@ pub async fn run<I: Inbox>(
     let mut ghost_until: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval_at(Instant::now() + cfg.sweep_every, cfg.sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         let connect_due = async {
@@ -233,6 +241,11 @@ pub async fn run<I: Inbox>(
         };
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = sweep.tick() => {
+                if !conns.is_empty() && !need_catch_up {
+                    spawn_catch_up(&tracker, &catch_up_running, None, &cfg, &web, &inbox, &status, &cancel);
+                }
+            }
             _ = tick.tick() => {
                 if let Some(why) = clock.check(Instant::now(), SystemTime::now()) {
                     tracing::warn!(event = "host_slept", app = %cfg.app, detail = %why, "host slept or froze: reconnecting and catching up");
@@ -525,6 +538,7 @@ pub async fn catch_up<I: Inbox>(
         // Oldest first, so turns of a thread are recorded (and answered) in order.
         found.sort_by_key(|a| ts_key(&a.ts));
         found.dedup_by(|a, b| a.ts == b.ts);
+        let newest = found.last().map(|m| m.ts.clone());
         for m in found {
             if m.bot_id.is_some() || m.subtype.as_deref().is_some_and(|s| s != "thread_broadcast" && s != "file_share")
             {
@@ -544,6 +558,10 @@ pub async fn catch_up<I: Inbox>(
             };
             inbox.record(msg).await?;
             recorded += 1;
+        }
+        // Everything up to the newest message read is now in the journal.
+        if let Some(ts) = newest {
+            inbox.mark_synced(&cfg.app, &conv, &ts).await?;
         }
     }
     Ok(recorded)
