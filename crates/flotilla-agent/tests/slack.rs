@@ -398,3 +398,34 @@ async fn link_disabled_stops_the_channel_and_says_why() {
     assert_eq!(s.handle().connection_count("family-app"), 0);
     n.stop().await;
 }
+
+#[tokio::test]
+async fn stale_socket_detection_time_with_default_liveness() {
+    // Default liveness (ping every 2 s, pong deadline 5 s): the time from the socket going
+    // silent to flotilla replacing it is printed for BENCHMARKS.md; the test checks that it
+    // happens and that the message sent meanwhile is answered once.
+    let (s, p, dir) = (slack().await, providers().await, tempfile::tempdir().unwrap());
+    let mut rc = rc();
+    rc.channel.liveness = Liveness::default();
+    let n = node(&s, &p, dir.path(), rc).await;
+    wait_connected(&s, &n).await;
+    let h = s.handle();
+    let silenced_at = Instant::now();
+    h.silence("family-app").unwrap();
+    let dm = h.dm_channel("carol", "family-app").unwrap();
+    h.post_user_message(&dm, "carol", "anyone?", None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n.status().stale_detected == 0 {
+        assert!(Instant::now() < deadline, "stale socket never detected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let detected = silenced_at.elapsed();
+    let r = settle(&s, Duration::from_secs(20)).await;
+    assert_exactly_once(&r, 1);
+    eprintln!(
+        "stale socket detected {} ms after it went silent; message answered {} ms after it was sent (default liveness)",
+        detected.as_millis(),
+        silenced_at.elapsed().as_millis()
+    );
+    n.stop().await;
+}

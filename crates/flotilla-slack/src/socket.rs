@@ -67,8 +67,8 @@ pub struct Liveness {
 
 impl Default for Liveness {
     fn default() -> Self {
-        // Detection within ping_interval + pong_timeout (< 10 s) of the socket going silent.
-        Liveness { ping_interval: Duration::from_secs(3), pong_timeout: Duration::from_secs(5) }
+        // Detection within ping_interval + pong_timeout (≤ 7 s) of the socket going silent.
+        Liveness { ping_interval: Duration::from_secs(2), pong_timeout: Duration::from_secs(5) }
     }
 }
 
