@@ -93,6 +93,8 @@ pub(crate) struct AgentCtx {
     pub outbox_wake: Notify,
     pub turns: mpsc::UnboundedSender<Dispatch>,
     pub permits: Semaphore,
+    /// Threads known not to involve the bot (see `turn::thread_involves_bot`).
+    pub foreign_threads: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Messages to an agent's dispatcher.
@@ -154,7 +156,24 @@ pub async fn start(
             tracker.clone(),
         ));
     }
+    tracker.spawn(compaction(journal.clone(), cancel.clone()));
     Ok(RuntimeHandle { channels, journal })
+}
+
+/// Keeps the journal bounded: compacts at start and then every hour, with the journal's
+/// retention (finished turns, old dedupe keys, idle threads, history beyond the per-thread cap).
+async fn compaction(journal: Journal, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match journal.compact(journal.retention().clone()).await {
+            Ok(report) => tracing::debug!(event = "journal_compacted", report = ?report),
+            Err(e) => tracing::warn!(event = "journal_compaction_failed", error = %e),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -214,6 +233,7 @@ async fn run_agent(
         outbox_wake: Notify::new(),
         turns: tx,
         permits: Semaphore::new(rc.concurrency_per_agent.max(1)),
+        foreign_threads: std::sync::Mutex::default(),
     });
     tracing::info!(event = "agent_started", agent = %ctx.id, app = %ctx.app, bot_user = %ctx.bot_user_id, "agent started");
     // Turns left unfinished by a crash or restart run first, in order.

@@ -36,7 +36,15 @@ async fn run_inner(ctx: &AgentCtx, turn_id: i64) -> Result<(), flotilla_journal:
     let mention = format!("<@{}>", ctx.bot_user_id);
     let is_dm = msg.conversation.starts_with('D');
     let in_thread = msg.thread_ts.is_some() && history.iter().any(|h| h.role == JRole::Assistant);
-    if !(is_dm || msg.text.contains(&mention) || in_thread) {
+    let mut addressed = is_dm || msg.text.contains(&mention) || in_thread;
+    if !addressed && let Some(parent) = msg.thread_ts.as_deref() {
+        // A reply in a thread the journal knows nothing about for this agent: the bot may have
+        // been asked into it in a message not recorded yet (missed during a gap, arriving by
+        // catch-up later). Ask Slack rather than guess, so the answer does not depend on
+        // which of the two arrived first.
+        addressed = thread_involves_bot(ctx, &msg.conversation, parent, &msg.ts, &mention).await;
+    }
+    if !addressed {
         ctx.journal.skip_turn(turn_id).await?;
         return Ok(());
     }
@@ -113,6 +121,45 @@ async fn run_inner(ctx: &AgentCtx, turn_id: i64) -> Result<(), flotilla_journal:
     ctx.journal.note_thread(&ctx.app, &msg.conversation, &thread_key).await?;
     ctx.outbox_wake.notify_one();
     Ok(())
+}
+
+/// Whether the bot posted in, or was mentioned in, the thread before `before_ts`. Threads found
+/// not to involve the bot are remembered, so a busy foreign thread costs one lookup.
+async fn thread_involves_bot(ctx: &AgentCtx, conversation: &str, parent: &str, before_ts: &str, mention: &str) -> bool {
+    let key = format!("{conversation}/{parent}");
+    if ctx.foreign_threads.lock().is_ok_and(|f| f.contains(&key)) {
+        return false;
+    }
+    let before = flotilla_slack::channel::ts_key(before_ts);
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match ctx.web.replies(conversation, parent, None, cursor.as_deref()).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(event = "thread_check_failed", agent = %ctx.id, error = %e, "cannot read the thread; treating the reply as not addressed");
+                return false;
+            }
+        };
+        for m in &page.messages {
+            if flotilla_slack::channel::ts_key(&m.ts) >= before {
+                continue;
+            }
+            if m.user.as_deref() == Some(ctx.bot_user_id.as_str()) || m.text.contains(mention) {
+                return true;
+            }
+        }
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    if let Ok(mut f) = ctx.foreign_threads.lock() {
+        if f.len() > 10_000 {
+            f.clear();
+        }
+        f.insert(key);
+    }
+    false
 }
 
 /// Appends text as a message, merging with the previous one of the same role (providers want

@@ -47,6 +47,12 @@ pub struct ModelLabels {
     pub model: String,
 }
 
+/// Labels naming a Slack channel (by its `[slack.NAME]`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub app: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -70,6 +76,18 @@ pub struct Metrics {
     /// 0 closed, 1 open, 2 half-open.
     pub breaker_state: Family<BreakerLabels, Gauge>,
     pub router_overhead: Histogram,
+    /// 1 when the Slack channel is connected and fresh, 0 otherwise.
+    pub channel_up: Family<ChannelLabels, Gauge>,
+    /// Milliseconds since the channel's last frame (any frame, pongs included).
+    pub channel_last_frame_age_ms: Family<ChannelLabels, Gauge>,
+    /// Reconnects, stale sockets detected and messages caught up since start (mirrors of the
+    /// channel's own counters).
+    pub channel_reconnects: Family<ChannelLabels, Gauge>,
+    pub channel_stale_detected: Family<ChannelLabels, Gauge>,
+    pub channel_caught_up: Family<ChannelLabels, Gauge>,
+    /// Turns received or thinking, and replies not yet posted.
+    pub journal_unfinished_turns: Gauge,
+    pub outbox_depth: Gauge,
     /// The same samples as `router_overhead`, kept exactly (in nanoseconds) for percentiles.
     overhead_hdr: Mutex<Hdr<u64>>,
 }
@@ -119,6 +137,32 @@ impl Metrics {
             "Time spent inside flotilla per request (parse to upstream send, plus upstream bytes to client bytes)",
             router_overhead.clone(),
         );
+        let channel_up = Family::<ChannelLabels, Gauge>::default();
+        registry.register("channel_up", "1 when the Slack channel is connected and fresh", channel_up.clone());
+        let channel_last_frame_age_ms = Family::<ChannelLabels, Gauge>::default();
+        registry.register(
+            "channel_last_frame_age_ms",
+            "Milliseconds since the Slack channel's last frame",
+            channel_last_frame_age_ms.clone(),
+        );
+        let channel_reconnects = Family::<ChannelLabels, Gauge>::default();
+        registry.register("channel_reconnects", "Slack reconnects since start", channel_reconnects.clone());
+        let channel_stale_detected = Family::<ChannelLabels, Gauge>::default();
+        registry.register(
+            "channel_stale_detected",
+            "Silent Slack sockets detected and replaced since start",
+            channel_stale_detected.clone(),
+        );
+        let channel_caught_up = Family::<ChannelLabels, Gauge>::default();
+        registry.register(
+            "channel_caught_up_messages",
+            "Messages recovered by catch-up since start",
+            channel_caught_up.clone(),
+        );
+        let journal_unfinished_turns = Gauge::default();
+        registry.register("journal_unfinished_turns", "Turns received or thinking", journal_unfinished_turns.clone());
+        let outbox_depth = Gauge::default();
+        registry.register("outbox_depth", "Replies waiting to be posted", outbox_depth.clone());
         #[expect(clippy::expect_used, reason = "constant, valid bounds")]
         let hdr = Hdr::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds");
         Metrics {
@@ -130,6 +174,13 @@ impl Metrics {
             failovers,
             breaker_state,
             router_overhead,
+            channel_up,
+            channel_last_frame_age_ms,
+            channel_reconnects,
+            channel_stale_detected,
+            channel_caught_up,
+            journal_unfinished_turns,
+            outbox_depth,
             overhead_hdr: Mutex::new(hdr),
         }
     }

@@ -34,6 +34,11 @@ const OPENAI_MODEL: &str = "gpt-4o-mini";
 /// The gateway agent whose chain is anthropic → openai.
 const AGENT: &str = "bench";
 const PROMPT: &str = "Say hello to the benchmark.";
+/// Stream pacing of the simulators. Unpaced, a simulator sends a whole reply in one write and
+/// the gateway decodes every event of it before forwarding the first, so "time to first
+/// token" would include the whole reply; paced like a (fast) real model, the first delta
+/// travels alone. Non-streaming answers are not affected.
+const SIM_TOKENS_PER_SEC: f64 = 1000.0;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -86,6 +91,7 @@ impl Plan {
             warmup_s: self.warmup.as_secs_f64(),
             duration_s: self.duration.as_secs_f64(),
             concurrency: self.concurrency,
+            sim_tokens_per_sec: SIM_TOKENS_PER_SEC,
             gateway_threads: self.gateway_threads,
             late_after_ms: load::LATE_AFTER.as_secs_f64() * 1000.0,
         }
@@ -316,8 +322,8 @@ async fn measure(plan: &Plan) -> anyhow::Result<Report> {
     let control = client::new_client(4);
 
     eprintln!("starting the simulators and the gateway ({})", exe.display());
-    let (ant, ant_url) = procs::spawn_sim(&exe, "anthropic", dir_path).await?;
-    let (oai, oai_url) = procs::spawn_sim(&exe, "openai", dir_path).await?;
+    let (ant, ant_url) = procs::spawn_sim(&exe, "anthropic", SIM_TOKENS_PER_SEC, dir_path).await?;
+    let (oai, oai_url) = procs::spawn_sim(&exe, "openai", SIM_TOKENS_PER_SEC, dir_path).await?;
     let config = dir_path.join("gateway.toml");
     std::fs::write(&config, gateway_config(&ant_url, &oai_url)).context("cannot write the gateway config")?;
     let threads = plan.gateway_threads.map(|n| n.to_string());

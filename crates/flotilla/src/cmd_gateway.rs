@@ -66,11 +66,21 @@ async fn start_agents(
                 _ = tick.tick() => {}
             }
             let statuses = handle.channel_statuses();
+            let m = &state.metrics;
             for s in &statuses {
-                state.readiness.set(&format!("slack:{}", s.app), s.not_ready(stale_after).map_or(Ok(()), Err));
+                let not_ready = s.not_ready(stale_after);
+                let labels = flotilla_telemetry::metrics::ChannelLabels { app: s.app.clone() };
+                m.channel_up.get_or_create(&labels).set(i64::from(not_ready.is_none()));
+                m.channel_last_frame_age_ms.get_or_create(&labels).set(s.last_frame_age_ms.map_or(-1, |v| v as i64));
+                m.channel_reconnects.get_or_create(&labels).set(s.reconnects as i64);
+                m.channel_stale_detected.get_or_create(&labels).set(s.stale_detected as i64);
+                m.channel_caught_up.get_or_create(&labels).set(s.caught_up_messages as i64);
+                state.readiness.set(&format!("slack:{}", s.app), not_ready.map_or(Ok(()), Err));
             }
             state.set_status("channels", serde_json::json!(statuses));
             if let Ok(stats) = handle.journal.stats().await {
+                state.metrics.journal_unfinished_turns.set(stats.unfinished_turns as i64);
+                state.metrics.outbox_depth.set(stats.outbox_depth as i64);
                 state.set_status(
                     "journal",
                     serde_json::json!({

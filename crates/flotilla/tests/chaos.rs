@@ -266,6 +266,22 @@ api_base = "{api}"
         );
     }
     assert_eq!(r.answered_once, r.sent);
+    // The gateway reports its channels and journal in /readyz, /metrics and /status.
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reqwest::blocking::get(format!("{base}/readyz")).is_ok_and(|r| r.status().is_success()) {
+        assert!(Instant::now() < deadline, "gateway not ready after the chaos");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = reqwest::blocking::get(format!("{base}/metrics")).expect("metrics").text().expect("text");
+    assert!(metrics.contains("flotilla_channel_up{app=\"family-app\"} 1"), "{metrics}");
+    assert!(metrics.contains("flotilla_outbox_depth 0"), "{metrics}");
+    let status: serde_json::Value =
+        reqwest::blocking::get(format!("{base}/status")).expect("status").json().expect("json");
+    let channels = status["channels"].as_array().expect("channels in /status");
+    assert_eq!(channels.len(), 2);
+    assert!(channels.iter().all(|c| c["state"] == "connected"), "{channels:?}");
+    assert_eq!(status["journal"]["unfinished_turns"], 0);
     assert!(r.sent as u64 >= sent * 9 / 10, "most user messages are addressed to a bot");
     assert!(kills >= 2 && drops >= 5, "the chaos actually happened");
 }

@@ -92,10 +92,11 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Starts `flotilla sim <api>` on a free port; returns it with its base URL.
-pub async fn spawn_sim(exe: &Path, api: &str, dir: &Path) -> anyhow::Result<(Proc, String)> {
+/// Starts `flotilla sim <api>` on a free port, streaming at `tokens_per_sec`; returns it with
+/// its base URL.
+pub async fn spawn_sim(exe: &Path, api: &str, tokens_per_sec: f64, dir: &Path) -> anyhow::Result<(Proc, String)> {
     let mut cmd = Command::new(exe);
-    cmd.args(["sim", api, "--listen", "127.0.0.1:0"]);
+    cmd.args(["sim", api, "--listen", "127.0.0.1:0", "--tokens-per-sec", &tokens_per_sec.to_string()]);
     let mut proc = Proc::spawn(&format!("{api} simulator"), cmd, dir.join(format!("sim-{api}.log")), true)?;
     let stdout = proc.child.stdout.take().context("simulator stdout")?;
     let mut lines = BufReader::new(stdout).lines();

@@ -35,6 +35,8 @@ pub struct Settings {
     pub warmup_s: f64,
     pub duration_s: f64,
     pub concurrency: usize,
+    /// Stream pacing of the simulators (non-streaming answers are not paced).
+    pub sim_tokens_per_sec: f64,
     /// The gateway's tokio worker threads when set (default: one per CPU).
     pub gateway_threads: Option<usize>,
     pub late_after_ms: f64,
@@ -238,8 +240,8 @@ pub fn render_table(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "flotilla bench router: {} req/s ({} req/s streaming) for {} s after {} s warm-up per phase, at most {} in flight, {} CPUs shared by everything",
-        s.rate, s.stream_rate, s.duration_s, s.warmup_s, s.concurrency, r.cpus
+        "flotilla bench router: {} req/s ({} req/s streaming, simulators streaming {} tokens/s) for {} s after {} s warm-up per phase, at most {} in flight, {} CPUs shared by everything",
+        s.rate, s.stream_rate, s.sim_tokens_per_sec, s.duration_s, s.warmup_s, s.concurrency, r.cpus
     );
     if let Some(n) = s.gateway_threads {
         let _ = writeln!(out, "gateway tokio worker threads: {n}");
