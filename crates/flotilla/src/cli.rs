@@ -76,16 +76,16 @@ pub struct GatewayArgs {
     /// The TOML config file (see examples/flotilla.toml).
     #[arg(long, short = 'c', env = "FLOTILLA_CONFIG")]
     pub config: PathBuf,
-    /// Listen address; overrides [gateway].listen.
+    /// Listen address; overrides gateway.listen in the config.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// JSON log file; overrides [gateway].log_file (default: $XDG_STATE_HOME/flotilla/gateway.log).
+    /// JSON log file; overrides gateway.log_file in the config (default: $XDG_STATE_HOME/flotilla/gateway.log).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
     /// Log filter for stderr and the log file (RUST_LOG wins when set).
     #[arg(long, default_value = "info")]
     pub log_level: String,
-    /// Directory of the journal (agents on Slack); overrides [gateway].data_dir
+    /// Directory of the journal (agents on Slack); overrides gateway.data_dir in the config
     /// (default: $XDG_STATE_HOME/flotilla).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
