@@ -218,8 +218,8 @@ async fn handle_stream(
             return None;
         }
         let mut out = Vec::with_capacity(256);
-        // Batch whatever is immediately ready into one chunk, so small deltas do not cost one
-        // write each; stop at the first event that has to be waited for.
+        // One upstream event becomes one body chunk (hyper coalesces writes that are ready
+        // together); a batching step here is a possible optimisation, see BENCHMARKS.md.
         match st.committed.next().await {
             Some(Ok(ev)) => st.encoder.encode(&ev, &mut out),
             Some(Err(failure)) => {

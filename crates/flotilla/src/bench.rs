@@ -612,3 +612,78 @@ fn summarize(
         targets,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn plan(args: &[&str]) -> anyhow::Result<Plan> {
+        let cli = Cli::try_parse_from(["flotilla", "bench", "router"].iter().chain(args))?;
+        let Command::Bench(BenchArgs { command: BenchCommand::Router(a) }) = cli.command else {
+            panic!("not the bench router command")
+        };
+        Plan::from_args(&a)
+    }
+
+    #[test]
+    fn defaults_quick_and_explicit_flags() {
+        let p = plan(&["--no-nginx"]).unwrap();
+        assert_eq!((p.rate, p.stream_rate, p.duration.as_secs(), p.warmup.as_secs()), (2000.0, 200.0, 10, 2));
+        assert_eq!(p.concurrency, 256);
+        assert!(p.nginx.is_none());
+        let q = plan(&["--quick"]).unwrap();
+        assert_eq!((q.rate, q.stream_rate, q.duration.as_secs(), q.warmup.as_secs()), (500.0, 100.0, 3, 1));
+        let r = plan(&["--quick", "--rate", "50", "--duration", "1.5"]).unwrap();
+        assert_eq!((r.rate, r.duration), (50.0, Duration::from_millis(1500)), "explicit flags win over --quick");
+    }
+
+    #[test]
+    fn nonsense_settings_are_refused() {
+        for bad in [&["--rate", "0"][..], &["--duration", "-1"], &["--concurrency", "0"], &["--gateway-threads", "0"]] {
+            assert!(plan(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn gateway_config_is_valid_and_chains_anthropic_to_openai() {
+        let text = gateway_config("http://127.0.0.1:1", "http://127.0.0.1:2");
+        let env = flotilla_config::Env::from_pairs([
+            ("FLOTILLA_BENCH_ANTHROPIC_KEY", BENCH_KEY),
+            ("FLOTILLA_BENCH_OPENAI_KEY", BENCH_KEY),
+        ]);
+        let config = flotilla_config::parse_config(&text, &env, std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let agent = config.agents.iter().find(|a| a.id == AGENT).expect("the bench agent");
+        let names: Vec<String> = agent.chain.candidates.iter().map(|c| c.to_string()).collect();
+        assert_eq!(names, [format!("anthropic/{ANTHROPIC_MODEL}"), format!("openai/{OPENAI_MODEL}")]);
+        assert!(config.router.overload_cooldown >= Duration::from_secs(600), "the breaker must stay open");
+    }
+
+    #[test]
+    fn added_latency_and_targets() {
+        let mut direct = Phase::skipped("direct-anthropic", "", "", 1.0, String::new());
+        direct.skipped = None;
+        direct.ok = 10;
+        direct.p50_us = 100.0;
+        let mut gw = direct.clone();
+        gw.name = "gateway".into();
+        gw.p50_us = 250.0;
+        let mut nginx = direct.clone();
+        nginx.name = "nginx".into();
+        nginx.p50_us = 200.0;
+        let skipped = Phase::skipped("nginx", "", "", 1.0, "no nginx".into());
+        let plan = plan(&["--no-nginx"]).unwrap();
+        let report = summarize(&plan, vec![direct.clone(), nginx, gw.clone()], None, GatewayUsage::default(), None);
+        assert_eq!(report.gateway_vs_nginx_p50, Some(1.5));
+        assert_eq!(report.targets[0].met, Some(false), "1.5 > 1.25");
+        assert_eq!(report.targets[2].met, None, "no router overhead read: not measured");
+        let report = summarize(&plan, vec![direct, skipped, gw], None, GatewayUsage::default(), None);
+        assert_eq!(report.gateway_vs_nginx_p50, None, "no ratio without an nginx phase");
+        assert_eq!(report.added.len(), 1);
+        let table = report::render_table(&report);
+        assert!(table.contains("skipped: no nginx"), "{table}");
+    }
+}

@@ -68,22 +68,30 @@ impl Proc {
 
     /// Resident memory in KiB (VmRSS).
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        parse_rss_kib(&std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?)
     }
 
     /// CPU time used so far (user + system).
     pub fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // The command name (field 2) may contain spaces; the fields after it are fixed.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // After ')' come field 3 (state) onward: utime is field 14, stime field 15.
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        Some(Duration::from_secs_f64((utime + stime) as f64 / USER_HZ))
+        parse_cpu_time(&std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?)
     }
+}
+
+/// `VmRSS` from the text of `/proc/PID/status`.
+fn parse_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime from the text of `/proc/PID/stat`.
+fn parse_cpu_time(stat: &str) -> Option<Duration> {
+    // The command name (field 2) may contain spaces and parentheses; the fields after its
+    // last ')' are fixed: field 3 (state) onward, so utime (field 14) is the 12th of them.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / USER_HZ))
 }
 
 /// A port that was free a moment ago (for programs that cannot report the port they bound).
@@ -247,4 +255,50 @@ pub async fn spawn_nginx(
 pub fn cpu_per_request(before: Option<Duration>, after: Option<Duration>, requests: u64) -> Option<f64> {
     let (b, a) = (before?, after?);
     (requests > 0).then(|| a.saturating_sub(b).as_secs_f64() * 1e6 / requests as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_survives_spaces_and_parens_in_the_command_name() {
+        // Fields 14 and 15 (utime, stime) are 250 and 50 ticks.
+        let stat = "4242 (tokio (rt) worker) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 0 0";
+        assert_eq!(parse_cpu_time(stat), Some(Duration::from_secs(3)));
+        assert_eq!(parse_cpu_time("garbage"), None);
+    }
+
+    #[test]
+    fn rss_is_read_from_vmrss() {
+        let status = "Name:\tflotilla\nVmPeak:\t  99999 kB\nVmRSS:\t   15844 kB\nThreads:\t3\n";
+        assert_eq!(parse_rss_kib(status), Some(15844));
+        assert_eq!(parse_rss_kib("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_per_request_divides_the_delta() {
+        let per = cpu_per_request(Some(Duration::from_millis(100)), Some(Duration::from_millis(300)), 1000);
+        assert_eq!(per, Some(200.0));
+        assert_eq!(cpu_per_request(Some(Duration::ZERO), Some(Duration::from_secs(1)), 0), None);
+        assert_eq!(cpu_per_request(None, Some(Duration::from_secs(1)), 10), None);
+    }
+
+    #[test]
+    fn nginx_conf_keeps_upstream_connections_alive_and_stays_in_its_dir() {
+        let conf = nginx_conf(Path::new("/tmp/b"), 8081, "127.0.0.1:9000");
+        for needle in [
+            "server 127.0.0.1:9000;",
+            "keepalive 64;",
+            "proxy_http_version 1.1;",
+            "proxy_set_header Connection \"\";",
+            "listen 127.0.0.1:8081;",
+            "access_log off;",
+            "pid /tmp/b/nginx.pid;",
+            "daemon off;",
+        ] {
+            assert!(conf.contains(needle), "missing {needle:?} in\n{conf}");
+        }
+        assert!(!conf.contains("/var/"), "nothing outside the temp dir:\n{conf}");
+    }
 }
