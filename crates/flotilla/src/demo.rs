@@ -493,13 +493,13 @@ fn render(r: &Report, outage_secs: u64) -> String {
     }
     let _ = writeln!(
         s,
-        "router's own time per request: p50 {:.0} µs, p99 {:.0} µs (debug builds are slower; see BENCHMARKS.md)",
+        "router's own time per request: p50 {:.0} µs, p99 {:.0} µs (a busy machine or a debug build inflates it; see BENCHMARKS.md)",
         r.router_overhead_p50_us, r.router_overhead_p99_us
     );
     let sl = &r.slack;
     let _ = writeln!(
         s,
-        "slack: messages sent {}, answered {}, lost {}, doubled {} (through {} socket faults: {} reconnects, {} stale sockets detected, {} messages caught up from history)",
+        "slack: messages sent {}, answered {}, lost {}, doubled {} (through {} socket faults: {} reconnects, {} stale sockets detected, {} history messages re-checked by catch-up)",
         sl.messages_sent,
         sl.answered,
         sl.lost,
