@@ -256,7 +256,12 @@ api_base = "{api}"
         r.doubled.len()
     );
     if !settled || !r.unanswered.is_empty() || !r.doubled.is_empty() {
-        let log = std::fs::read_to_string(dir.path().join("gateway.stderr")).unwrap_or_default();
+        // Keep the evidence: the journal, the config and both logs stay on disk for a post-mortem
+        // (`sqlite3 data/journal.sqlite` once the gateway is gone).
+        gw.kill9();
+        let kept = dir.keep();
+        eprintln!("chaos evidence kept in {}", kept.display());
+        let log = std::fs::read_to_string(kept.join("gateway.stderr")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(60).collect();
         panic!(
             "exactly-once violated: unanswered {:?}\ndoubled {:?}\ngateway log tail:\n{}",
