@@ -222,7 +222,7 @@ pub async fn run<I: Inbox>(
     // Cursors as they were when the gap began: messages recorded live after reconnecting must
     // not move the catch-up start past the ones missed during the gap.
     let mut gap_cursors: Option<Vec<(String, String)>> = inbox.cursors(&cfg.app).await.ok();
-    let catch_up_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let catch_up_running = Arc::new(CatchUpGate::default());
     let mut clock = SleepDetector::new(cfg.sleep_jump);
     // After we abandon a socket (stale, host slept), Slack may count it for a while: a second
     // connection reported then is our own ghost, not another gateway.
@@ -431,10 +431,18 @@ pub fn inbound_from_event(app: &str, ev: &Value, event_id: Option<String>, sourc
     })
 }
 
+/// One catch-up at a time per channel; a gap that happens while one runs asks for another
+/// run after it (the running one may already have read past the new gap's start).
+#[derive(Debug, Default)]
+struct CatchUpGate {
+    running: std::sync::atomic::AtomicBool,
+    again: std::sync::atomic::AtomicBool,
+}
+
 #[expect(clippy::too_many_arguments, reason = "the channel loop's state, passed once")]
 fn spawn_catch_up<I: Inbox>(
     tracker: &TaskTracker,
-    running: &Arc<std::sync::atomic::AtomicBool>,
+    gate: &Arc<CatchUpGate>,
     cursors: Option<Vec<(String, String)>>,
     cfg: &ChannelConfig,
     web: &SlackWeb,
@@ -443,34 +451,54 @@ fn spawn_catch_up<I: Inbox>(
     cancel: &CancellationToken,
 ) {
     use std::sync::atomic::Ordering;
-    if running.swap(true, Ordering::SeqCst) {
-        // One is already running; it reads the journal's cursors as it goes, so a second
-        // would only repeat its work. The next gap schedules another.
+    if gate.running.swap(true, Ordering::SeqCst) {
+        gate.again.store(true, Ordering::SeqCst);
         return;
     }
-    let (running, cfg, web, inbox, status, cancel) =
-        (running.clone(), cfg.clone(), web.clone(), inbox.clone(), status.clone(), cancel.clone());
+    let (gate, cfg, web, inbox, status, cancel) =
+        (gate.clone(), cfg.clone(), web.clone(), inbox.clone(), status.clone(), cancel.clone());
     tracker.spawn(async move {
-        let result = tokio::select! {
-            r = catch_up(&cfg, &web, inbox.as_ref(), cursors) => r,
-            _ = cancel.cancelled() => Ok(0),
-        };
-        match result {
-            Ok(n) => {
-                if n > 0 {
-                    tracing::info!(event = "slack_caught_up", app = %cfg.app, messages = n, "caught up with messages missed during a gap");
+        let mut cursors = cursors;
+        loop {
+            let result = tokio::select! {
+                r = catch_up(&cfg, &web, inbox.as_ref(), cursors.take()) => r,
+                _ = cancel.cancelled() => Ok(0),
+            };
+            match result {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(event = "slack_caught_up", app = %cfg.app, messages = n, "re-read history after a gap");
+                    }
+                    status.update(|s| {
+                        s.catch_ups += 1;
+                        s.caught_up_messages += n;
+                    });
                 }
-                status.update(|s| {
-                    s.catch_ups += 1;
-                    s.caught_up_messages += n;
-                });
+                Err(e) => {
+                    tracing::warn!(event = "slack_catch_up_failed", app = %cfg.app, error = %e, "catch-up failed; retrying in 1 s");
+                    status.update(|s| s.last_error = Some(format!("catch-up: {e}")));
+                    gate.again.store(true, Ordering::SeqCst);
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
             }
-            Err(e) => {
-                tracing::warn!(event = "slack_catch_up_failed", app = %cfg.app, error = %e, "catch-up failed; will retry after the next reconnect");
-                status.update(|s| s.last_error = Some(format!("catch-up: {e}")));
+            if cancel.is_cancelled() {
+                break;
             }
+            if gate.again.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            gate.running.store(false, Ordering::SeqCst);
+            // A request that came between the check above and the store: take it.
+            if gate.again.load(Ordering::SeqCst) && !gate.running.swap(true, Ordering::SeqCst) {
+                gate.again.store(false, Ordering::SeqCst);
+                continue;
+            }
+            return;
         }
-        running.store(false, Ordering::SeqCst);
+        gate.running.store(false, Ordering::SeqCst);
     });
 }
 
