@@ -530,12 +530,19 @@ pub async fn catch_up<I: Inbox>(
         let mut threads_to_read: Vec<(String, String)> =
             // Threads the agent was in during the catch-up window, read from the cursor on.
             inbox.threads(&cfg.app, &conv, &default_oldest).await?.into_iter().map(|t| (t, oldest.clone())).collect();
+        // The sync mark may only move as far as the history read covers: the newest top-level
+        // message. Thread replies are read later and can be newer than a top-level message
+        // posted (and missed) after the history was read; they must not move the mark past it.
+        let mut newest_top: Option<String> = None;
         let mut cursor: Option<String> = None;
         loop {
             let page = with_rate_limit(|| web.history(&conv, Some(&oldest), cursor.as_deref()))
                 .await
                 .map_err(|e| e.to_string())?;
             for m in &page.messages {
+                if newest_top.as_deref().is_none_or(|n| ts_key(&m.ts) > ts_key(n)) {
+                    newest_top = Some(m.ts.clone());
+                }
                 if m.reply_count.unwrap_or(0) > 0 && !threads_to_read.iter().any(|(t, _)| *t == m.ts) {
                     threads_to_read.push((m.ts.clone(), oldest.clone()));
                 }
@@ -566,7 +573,7 @@ pub async fn catch_up<I: Inbox>(
         // Oldest first, so turns of a thread are recorded (and answered) in order.
         found.sort_by_key(|a| ts_key(&a.ts));
         found.dedup_by(|a, b| a.ts == b.ts);
-        let newest = found.last().map(|m| m.ts.clone());
+        let newest = newest_top;
         for m in found {
             if m.bot_id.is_some() || m.subtype.as_deref().is_some_and(|s| s != "thread_broadcast" && s != "file_share")
             {
