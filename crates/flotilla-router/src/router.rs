@@ -233,8 +233,9 @@ impl Router {
                                 let class = failure.class();
                                 self.trip(&class, &model_key, &cred_key, &exact_key);
                                 let mut action = class.action();
+                                // One jittered pause, both checked against the deadline and slept.
+                                let pause = jitter(rc.retry_backoff);
                                 if action == Action::RetryOnce {
-                                    let pause = jitter(rc.retry_backoff);
                                     let can_retry = rc.retry_transient
                                         && !retried
                                         && Instant::now() + pause + Duration::from_millis(50) < deadline;
@@ -282,7 +283,7 @@ impl Router {
                                     }
                                     Action::RetryOnce => {
                                         retried = true;
-                                        tokio::time::sleep(jitter(rc.retry_backoff)).await;
+                                        tokio::time::sleep(pause).await;
                                     }
                                     Action::RotateCredential => break,
                                     Action::NextCandidate => {
