@@ -8,6 +8,7 @@
 
 mod inbox;
 mod outbox;
+mod sessions;
 mod turn;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use inbox::JournalInbox;
+pub use sessions::Sessions;
 
 /// Tunables of the runtime.
 #[derive(Debug, Clone)]
@@ -38,6 +40,9 @@ pub struct RuntimeConfig {
     pub history_limit: usize,
     /// Channel tunables (liveness, catch-up window, backoff); `app` is set per agent.
     pub channel: ChannelConfig,
+    /// Where thread history is shared with other nodes (the cluster store), so that a node taking
+    /// over an agent continues its conversations. None on a single node.
+    pub sessions: Option<Arc<dyn Sessions>>,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +53,7 @@ impl Default for RuntimeConfig {
             max_turn_time: Duration::from_secs(600),
             history_limit: 40,
             channel: ChannelConfig::new("*"),
+            sessions: None,
         }
     }
 }
@@ -95,6 +101,10 @@ pub(crate) struct AgentCtx {
     pub permits: Semaphore,
     /// Threads known not to involve the bot (see `turn::thread_involves_bot`).
     pub foreign_threads: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When this agent started on this process. A turn received earlier (resumed after a restart)
+    /// or fetched by catch-up may have been answered by another process already (a node that
+    /// owned the app before a takeover): such turns look for their reply in Slack first.
+    pub started_at: std::time::SystemTime,
 }
 
 /// Messages to an agent's dispatcher.
@@ -104,6 +114,88 @@ pub(crate) enum Dispatch {
     Turn { turn_id: i64, thread: String },
     /// A turn of this thread finished: start the next one queued.
     Done { thread: String },
+}
+
+/// The shared parts that agents run with; agents are started and stopped one by one (a fleet
+/// node starts an agent when it wins its Slack app's lease and stops it when the lease is lost).
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    http: reqwest::Client,
+    journal: Journal,
+    router: Arc<Router>,
+    rc: RuntimeConfig,
+    tracker: TaskTracker,
+}
+
+impl Runtime {
+    pub fn new(
+        router: Arc<Router>,
+        journal: Journal,
+        rc: RuntimeConfig,
+        tracker: TaskTracker,
+    ) -> Result<Self, RuntimeError> {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(8).build().map_err(|e| RuntimeError::Auth {
+            app: "*".to_owned(),
+            error: format!("cannot build the http client: {e}"),
+        })?;
+        Ok(Runtime { http, journal, router, rc, tracker })
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Starts one agent on its Slack app until `cancel`. Bad tokens do not fail the call: the
+    /// returned status says `disabled` with the reason.
+    pub fn start_agent(
+        &self,
+        agent: &flotilla_config::Agent,
+        app: &SlackApp,
+        cancel: CancellationToken,
+    ) -> StatusHandle {
+        let status = StatusHandle::new(&app.name);
+        let web = match web_for(app, self.http.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(event = "agent_not_started", agent = %agent.id, error = %e, "agent not started: fix its slack tokens");
+                status.set_disabled(&e.to_string());
+                return status;
+            }
+        };
+        let spec =
+            AgentSpec { id: agent.id.clone(), app: app.name.clone(), system_prompt: agent.system_prompt.clone() };
+        self.tracker.spawn(run_agent(
+            spec,
+            web,
+            self.journal.clone(),
+            self.router.clone(),
+            self.rc.clone(),
+            status.clone(),
+            cancel,
+            self.tracker.clone(),
+        ));
+        status
+    }
+
+    /// Compacts the journal at start and then hourly until `cancel`.
+    pub fn start_compaction(&self, cancel: CancellationToken) {
+        self.tracker.spawn(compaction(self.journal.clone(), cancel));
+    }
+}
+
+/// Checks that no Slack app serves two agents and that every app an agent names exists.
+pub fn check_apps(config: &Config) -> Result<(), RuntimeError> {
+    let mut app_owner: HashMap<String, String> = HashMap::new();
+    for agent in &config.agents {
+        let Some(app_name) = &agent.slack else { continue };
+        if let Some(first) = app_owner.insert(app_name.clone(), agent.id.clone()) {
+            return Err(RuntimeError::SharedApp { app: app_name.clone(), first, second: agent.id.clone() });
+        }
+        if !config.slack.contains_key(app_name) {
+            return Err(RuntimeError::UnknownApp { agent: agent.id.clone(), app: app_name.clone() });
+        }
+    }
+    Ok(())
 }
 
 /// Starts every agent that has a Slack app: its channel, dispatcher and outbox. An agent whose
@@ -118,45 +210,14 @@ pub async fn start(
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<RuntimeHandle, RuntimeError> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(8)
-        .build()
-        .map_err(|e| RuntimeError::Auth { app: "*".to_owned(), error: format!("cannot build the http client: {e}") })?;
+    check_apps(config)?;
+    let runtime = Runtime::new(router, journal.clone(), rc, tracker.clone())?;
     let mut channels = BTreeMap::new();
-    let mut app_owner: HashMap<String, String> = HashMap::new();
     for agent in &config.agents {
-        let Some(app_name) = &agent.slack else { continue };
-        if let Some(first) = app_owner.insert(app_name.clone(), agent.id.clone()) {
-            return Err(RuntimeError::SharedApp { app: app_name.clone(), first, second: agent.id.clone() });
-        }
-        let app = config
-            .slack
-            .get(app_name)
-            .ok_or_else(|| RuntimeError::UnknownApp { agent: agent.id.clone(), app: app_name.clone() })?;
-        let status = StatusHandle::new(app_name);
-        channels.insert(app_name.clone(), status.clone());
-        let web = match web_for(app, http.clone()) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(event = "agent_not_started", agent = %agent.id, error = %e, "agent not started: fix its slack tokens");
-                status.set_disabled(&e.to_string());
-                continue;
-            }
-        };
-        let spec =
-            AgentSpec { id: agent.id.clone(), app: app_name.clone(), system_prompt: agent.system_prompt.clone() };
-        tracker.spawn(run_agent(
-            spec,
-            web,
-            journal.clone(),
-            router.clone(),
-            rc.clone(),
-            status,
-            cancel.clone(),
-            tracker.clone(),
-        ));
+        let Some(app) = agent.slack.as_ref().and_then(|name| config.slack.get(name)) else { continue };
+        channels.insert(app.name.clone(), runtime.start_agent(agent, app, cancel.clone()));
     }
-    tracker.spawn(compaction(journal.clone(), cancel.clone()));
+    runtime.start_compaction(cancel);
     Ok(RuntimeHandle { channels, journal })
 }
 
@@ -234,6 +295,7 @@ async fn run_agent(
         turns: tx,
         permits: Semaphore::new(rc.concurrency_per_agent.max(1)),
         foreign_threads: std::sync::Mutex::default(),
+        started_at: std::time::SystemTime::now(),
     });
     tracing::info!(event = "agent_started", agent = %ctx.id, app = %ctx.app, bot_user = %ctx.bot_user_id, "agent started");
     // Turns left unfinished by a crash or restart run first, in order.

@@ -46,8 +46,12 @@ async fn deliver(ctx: &AgentCtx, entry: OutboxEntry) {
     let reply = &entry.reply;
     let in_reply_to = reply.idempotency_key.rsplit_once('/').map(|(_, ts)| ts.to_owned()).unwrap_or_default();
     // An earlier attempt may have posted before the process died: look before posting again.
-    if entry.attempts > 0 {
-        match find_posted(ctx, &entry, &in_reply_to).await {
+    // A reply queued before this agent started (by this process before a restart, or by a node
+    // that owned the app before a takeover and came back) is looked for too.
+    if entry.attempts > 0 || queued_before_start(ctx, &entry).await {
+        match find_reply(ctx, &reply.conversation, reply.thread_ts.as_deref(), &in_reply_to, &reply.idempotency_key)
+            .await
+        {
             Ok(Some(ts)) => {
                 tracing::info!(event = "outbox_found_posted", app = %ctx.app, id = entry.id, "reply was already posted before a restart; not posting twice");
                 mark(ctx, &entry, &ts).await;
@@ -93,16 +97,33 @@ async fn reschedule(ctx: &AgentCtx, entry: &OutboxEntry, e: &SlackError) {
     }
 }
 
-/// Looks in the reply's thread for a message carrying this reply's key.
-async fn find_posted(ctx: &AgentCtx, entry: &OutboxEntry, in_reply_to: &str) -> Result<Option<String>, SlackError> {
-    let reply = &entry.reply;
-    let Some(thread) = reply.thread_ts.as_deref() else { return Ok(None) };
+async fn queued_before_start(ctx: &AgentCtx, entry: &OutboxEntry) -> bool {
+    match ctx.journal.turn(entry.turn_id).await {
+        Ok(Some(turn)) => turn.received_at < ctx.started_at,
+        // Unknown turn (compacted): be careful.
+        Ok(None) => true,
+        Err(e) => {
+            tracing::warn!(event = "outbox_turn_read_failed", app = %ctx.app, id = entry.id, error = %e);
+            true
+        }
+    }
+}
+
+/// Looks in a thread, from `oldest` on, for a message carrying the reply key `key`; its `ts` if found.
+pub(crate) async fn find_reply(
+    ctx: &AgentCtx,
+    conversation: &str,
+    thread: Option<&str>,
+    oldest: &str,
+    key: &str,
+) -> Result<Option<String>, SlackError> {
+    let Some(thread) = thread else { return Ok(None) };
     let mut cursor: Option<String> = None;
     loop {
-        let page = ctx.web.replies(&reply.conversation, thread, Some(in_reply_to), cursor.as_deref()).await?;
+        let page = ctx.web.replies(conversation, thread, Some(oldest), cursor.as_deref()).await?;
         for m in &page.messages {
-            let key = m.metadata.as_ref().and_then(|md| md.pointer("/event_payload/key")).and_then(Value::as_str);
-            if key == Some(reply.idempotency_key.as_str()) {
+            let found = m.metadata.as_ref().and_then(|md| md.pointer("/event_payload/key")).and_then(Value::as_str);
+            if found == Some(key) {
                 return Ok(Some(m.ts.clone()));
             }
         }

@@ -32,7 +32,15 @@ async fn run_inner(ctx: &AgentCtx, turn_id: i64) -> Result<(), flotilla_journal:
     }
     let msg = &turn.message;
     let thread_key = msg.thread_key().to_owned();
-    let history = ctx.journal.thread_history(&ctx.id, &msg.conversation, &thread_key, ctx.rc.history_limit).await?;
+    let mut history = ctx.journal.thread_history(&ctx.id, &msg.conversation, &thread_key, ctx.rc.history_limit).await?;
+    if let Some(sessions) = &ctx.rc.sessions
+        && let Some(shared) = sessions.load(&ctx.id, &msg.conversation, &thread_key).await
+        && shared.len() > history.len()
+    {
+        // Another node answered in this thread (before a takeover): its history is the longer one.
+        history = shared;
+        history.truncate(ctx.rc.history_limit.max(1));
+    }
     let mention = format!("<@{}>", ctx.bot_user_id);
     let is_dm = msg.conversation.starts_with('D');
     let in_thread = msg.thread_ts.is_some() && history.iter().any(|h| h.role == JRole::Assistant);
@@ -49,6 +57,15 @@ async fn run_inner(ctx: &AgentCtx, turn_id: i64) -> Result<(), flotilla_journal:
         return Ok(());
     }
     let _permit = ctx.permits.acquire().await;
+    // A message that did not arrive live on this process (caught up after a gap, or resumed from
+    // before a restart) may have been answered already by a node that owned this app earlier.
+    if (msg.source == flotilla_journal::Source::CatchUp || turn.received_at < ctx.started_at)
+        && answered_elsewhere(ctx, &msg.conversation, &thread_key, &msg.ts).await
+    {
+        tracing::info!(event = "turn_already_answered", agent = %ctx.id, turn_id, "the reply is already in the thread (posted before a restart or takeover); not answering twice");
+        ctx.journal.skip_turn(turn_id).await?;
+        return Ok(());
+    }
     ctx.journal.begin_turn(turn_id).await?;
 
     let mut messages: Vec<Message> = Vec::with_capacity(history.len() + 1);
@@ -110,6 +127,7 @@ async fn run_inner(ctx: &AgentCtx, turn_id: i64) -> Result<(), flotilla_journal:
             }
         }
     };
+    let reply_text = if ctx.rc.sessions.is_some() { reply.clone() } else { String::new() };
     let out = OutboundReply {
         app: ctx.app.clone(),
         conversation: msg.conversation.clone(),
@@ -120,7 +138,42 @@ async fn run_inner(ctx: &AgentCtx, turn_id: i64) -> Result<(), flotilla_journal:
     ctx.journal.complete_turn(turn_id, out).await?;
     ctx.journal.note_thread(&ctx.app, &msg.conversation, &thread_key).await?;
     ctx.outbox_wake.notify_one();
+    if let Some(sessions) = &ctx.rc.sessions {
+        let mut entries = history;
+        entries.push(flotilla_journal::HistoryEntry {
+            role: JRole::User,
+            text: msg.text.clone(),
+            ts: Some(msg.ts.clone()),
+            user: msg.user.clone(),
+        });
+        entries.push(flotilla_journal::HistoryEntry {
+            role: JRole::Assistant,
+            text: reply_text,
+            ts: None,
+            user: ctx.id.clone(),
+        });
+        let skip = entries.len().saturating_sub(ctx.rc.history_limit.max(1));
+        sessions.save(&ctx.id, &msg.conversation, &thread_key, &entries[skip..]).await;
+    }
     Ok(())
+}
+
+/// Whether the thread already holds this agent's reply to the message at `ts` (found by the
+/// reply key in the message metadata). Slack being unreachable is retried: answering without
+/// knowing could answer twice.
+async fn answered_elsewhere(ctx: &AgentCtx, conversation: &str, thread: &str, ts: &str) -> bool {
+    let key = reply_key(conversation, ts);
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match crate::outbox::find_reply(ctx, conversation, Some(thread), ts, &key).await {
+            Ok(found) => return found.is_some(),
+            Err(e) => {
+                tracing::warn!(event = "reply_check_failed", agent = %ctx.id, error = %e, retry_in_ms = pause.as_millis() as u64);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// Whether the bot posted in, or was mentioned in, the thread before `before_ts`. Threads found

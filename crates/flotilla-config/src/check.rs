@@ -113,6 +113,35 @@ impl<'a> IntoIterator for &'a ConfigErrors {
 #[derive(Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+    /// Set when the config is read on a fleet node: the cluster store's secrets and credentials.
+    store: Option<StoreSecrets>,
+}
+
+/// What a fleet node has read (and decrypted) from the cluster store: `secret:PATH` values and
+/// auth profiles added with `flotilla auth add`. Values never appear in `Debug`.
+#[derive(Clone, Default)]
+pub struct StoreSecrets {
+    /// `secret:PATH` → value.
+    pub secrets: BTreeMap<String, SecretString>,
+    /// Auth profile name → credential (used when `[auth.NAME]` is not in the TOML).
+    pub auth: BTreeMap<String, StoredAuth>,
+}
+
+/// An auth profile kept in the cluster store.
+#[derive(Clone)]
+pub struct StoredAuth {
+    pub provider: String,
+    pub kind: CredentialKind,
+    pub secret: SecretString,
+}
+
+impl fmt::Debug for StoreSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSecrets")
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("auth", &self.auth.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Env {
@@ -120,7 +149,7 @@ impl Env {
     pub fn from_process() -> Self {
         let vars =
             std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
-        Self { vars }
+        Self { vars, store: None }
     }
 
     /// Exactly these variables, e.g. `Env::from_pairs([("ANTHROPIC_API_KEY", "sk-test")])`.
@@ -131,17 +160,32 @@ impl Env {
         V: Into<String>,
     {
         let vars = pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-        Self { vars }
+        Self { vars, store: None }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
     }
+
+    /// The same variables plus the cluster store's secrets and auth profiles: `secret:PATH`
+    /// references then resolve (anywhere a secret is written), and a provider may list an auth
+    /// profile that lives only in the store.
+    pub fn with_store(mut self, store: StoreSecrets) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn store(&self) -> Option<&StoreSecrets> {
+        self.store.as_ref()
+    }
 }
 
 impl fmt::Debug for Env {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Env").field("names", &self.vars.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+        f.debug_struct("Env")
+            .field("names", &self.vars.keys().collect::<Vec<_>>())
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -211,8 +255,8 @@ pub(crate) fn closest<'a>(name: &str, options: impl IntoIterator<Item = &'a str>
 enum SecretRef<'a> {
     Env(&'a str),
     File(&'a str),
-    /// `secret:PATH` in the cluster store; only the Slack channel resolves these.
-    Store,
+    /// `secret:PATH` in the cluster store; resolved on fleet nodes (see [`Env::with_store`]).
+    Store(&'a str),
 }
 
 /// Where a resolved secret came from, for error messages (never the value).
@@ -448,7 +492,7 @@ impl Checker<'_> {
                 );
             }
         }
-        self.secret_ref(&auth.key, &join_key(&path, "key"), false);
+        self.secret_ref(&auth.key, &join_key(&path, "key"), self.env.store.is_some());
     }
 
     fn credential(&mut self, name: &str, auth: &RawAuth) -> Option<Credential> {
@@ -568,8 +612,35 @@ impl Checker<'_> {
                 self.err(&a_path, format!("auth profile \"{profile}\" is listed twice (also at auth[{first}])"));
                 continue;
             }
+            let stored = self.env.store.as_ref().and_then(|st| st.auth.get(profile.as_str()));
             match profiles.get(profile) {
-                None => self.unknown(&a_path, "auth profile", profile, profiles.keys().map(String::as_str), "[auth.*]"),
+                None if stored.is_some() => {
+                    if let Some(sa) = stored {
+                        if sa.provider != name {
+                            self.err(
+                                &a_path,
+                                format!(
+                                    "auth profile \"{profile}\" in the cluster store is for provider \"{}\", not \"{name}\"",
+                                    sa.provider
+                                ),
+                            );
+                        } else {
+                            credentials.push(Credential {
+                                name: profile.clone(),
+                                kind: sa.kind.clone(),
+                                secret: sa.secret.clone(),
+                            });
+                        }
+                    }
+                }
+                None => {
+                    let stored_names =
+                        self.env.store.as_ref().map(|st| st.auth.keys().map(String::as_str).collect::<Vec<_>>());
+                    let mut names: Vec<&str> = profiles.keys().map(String::as_str).collect();
+                    names.extend(stored_names.unwrap_or_default());
+                    let place = if self.env.store.is_some() { "[auth.*] or the cluster store" } else { "[auth.*]" };
+                    self.unknown(&a_path, "auth profile", profile, names.into_iter(), place)
+                }
                 // Failed to parse: already reported.
                 Some(None) => {}
                 Some(Some(auth)) if auth.provider != name => self.err(
@@ -599,8 +670,9 @@ impl Checker<'_> {
         let app_ref = self.secret_ref(&app.app_token, &app_path, true);
         let bot_ref = self.secret_ref(&app.bot_token, &bot_path, true);
         let (app_ok, bot_ok) = (app_ref.is_some(), bot_ref.is_some());
-        let app_is_store = matches!(app_ref, Some(SecretRef::Store));
-        let bot_is_store = matches!(bot_ref, Some(SecretRef::Store));
+        let no_store = self.env.store.is_none();
+        let app_is_store = no_store && matches!(app_ref, Some(SecretRef::Store(_)));
+        let bot_is_store = no_store && matches!(bot_ref, Some(SecretRef::Store(_)));
         // Tokens are resolved here when they can be, but a token that cannot be resolved is not
         // a config error: only nodes that run the agent need it, and they say so at start.
         let app_secret = self.quiet_resolve(&app.app_token, &app_path, app_is_store).and_then(|t| {
@@ -675,6 +747,7 @@ impl Checker<'_> {
                     chain,
                     system_prompt: agent.system_prompt.clone(),
                     slack: agent.slack.clone(),
+                    node: agent.node.clone(),
                 });
             }
         }
@@ -862,14 +935,14 @@ impl Checker<'_> {
         }
         if let Some(key) = text.strip_prefix("secret:") {
             if !allow_store {
-                self.err(path, format!("secret: references are resolved only for slack tokens; write {forms}"));
+                self.err(path, format!("secret: references are resolved only on fleet nodes (gateway --store) and for slack tokens; write {forms}"));
                 return None;
             }
             if key.trim().is_empty() {
                 self.err(path, "secret: reference has no path");
                 return None;
             }
-            return Some(SecretRef::Store);
+            return Some(SecretRef::Store(key));
         }
         // Something like "evn:VAR": a scheme is short and alphabetic, unlike a pasted key, so
         // it is safe to echo.
@@ -889,7 +962,9 @@ impl Checker<'_> {
     /// Resolves a secret without recording errors: the error text comes back instead.
     fn quiet_resolve(&mut self, text: &str, path: &str, is_store: bool) -> Result<SecretString, String> {
         if is_store {
-            return Err(format!("{path}: \"{text}\" is kept in the cluster store, which this node does not read yet"));
+            return Err(format!(
+                "{path}: \"{text}\" is kept in the cluster store: run the gateway with --store (a fleet node) to resolve it"
+            ));
         }
         let before = self.errors.len();
         let resolved = self.resolve_secret(text, path);
@@ -901,7 +976,7 @@ impl Checker<'_> {
     }
 
     fn resolve_secret(&mut self, text: &str, path: &str) -> Option<Resolved> {
-        let resolved = match self.secret_ref(text, path, false)? {
+        let resolved = match self.secret_ref(text, path, self.env.store.is_some())? {
             SecretRef::Env(var) => {
                 let source = format!("environment variable {var}");
                 match self.env.get(var) {
@@ -923,7 +998,19 @@ impl Checker<'_> {
                     }
                 }
             }
-            SecretRef::Store => return None,
+            SecretRef::Store(key) => {
+                let source = format!("cluster store secret {key}");
+                match self.env.store.as_ref().and_then(|st| st.secrets.get(key)) {
+                    Some(value) => Resolved { value: value.expose_secret().trim().to_owned(), source },
+                    None => {
+                        self.err(
+                            path,
+                            format!("{source} does not exist; add it with `flotilla auth secret {key} --from-env VAR`"),
+                        );
+                        return None;
+                    }
+                }
+            }
         };
         if resolved.value.is_empty() {
             self.err(path, format!("{} is empty", resolved.source));

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 
-pub use check::{ConfigError, ConfigErrors, Env, Position, load_config, parse_config};
+pub use check::{ConfigError, ConfigErrors, Env, Position, StoreSecrets, StoredAuth, load_config, parse_config};
 pub use report::render_check_report;
 
 /// A checked configuration. Only [`parse_config`] builds one.
@@ -231,6 +231,9 @@ pub struct Agent {
     pub system_prompt: Option<String>,
     /// The Slack app name (`[slack.NAME]`) this agent talks through.
     pub slack: Option<String>,
+    /// The fleet node this agent prefers to run on (`node = "NAME"`); otherwise agents are
+    /// spread over the live nodes.
+    pub node: Option<String>,
 }
 
 /// `[slack.NAME]`; tokens are references resolved by the Slack channel (`env:VAR`,

@@ -129,6 +129,7 @@ pub(crate) struct RawAgent {
     pub model: Option<RawModelSpec>,
     pub slack: Option<String>,
     pub system_prompt: Option<String>,
+    pub node: Option<String>,
 }
 
 /// `[providers.X]`.

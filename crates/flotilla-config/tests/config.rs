@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use flotilla_config::{
-    Config, ConfigError, ConfigErrors, CredentialKind, Env, ModelRef, ProviderApi, WireApi, load_config, parse_config,
-    render_check_report,
+    Config, ConfigError, ConfigErrors, CredentialKind, Env, ModelRef, ProviderApi, StoreSecrets, StoredAuth, WireApi,
+    load_config, parse_config, render_check_report,
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 const ANTHROPIC_KEY: &str = "sk-ant-TEST-4f1c9e7a2b";
 const OPENAI_KEY: &str = "sk-proj-TEST-8d3e5a0c6f";
@@ -733,7 +733,94 @@ bot_token = "evn:SLACK_BOT"
 #[test]
 fn secret_store_references_are_only_for_slack_tokens() {
     let e = error_at("[gateway]\nkeys = [\"secret:gw\"]\n", "gateway.keys[0]");
-    assert!(e.message.starts_with("secret: references are resolved only for slack tokens"), "{e}");
+    assert!(e.message.starts_with("secret: references are resolved only on fleet nodes"), "{e}");
+}
+
+const STORE_CONFIG: &str = r#"
+[agents.defaults.model]
+primary = "anthropic/claude-opus-4-6"
+[[agents.list]]
+id = "family"
+slack = "fam"
+node = "mini-1"
+[providers.anthropic]
+api = "anthropic"
+auth = ["ant-oauth", "ant-key"]
+[auth.ant-key]
+provider = "anthropic"
+type = "api-key"
+key = "secret:keys/anthropic"
+[slack.fam]
+app_token = "secret:slack/fam/app"
+bot_token = "secret:slack/fam/bot"
+"#;
+
+fn store_env(secrets: &[(&str, &str)], auth: &[(&str, &str, &str)]) -> Env {
+    let mut st = StoreSecrets::default();
+    for (k, v) in secrets {
+        st.secrets.insert((*k).to_owned(), SecretString::from(*v));
+    }
+    for (name, provider, token) in auth {
+        st.auth.insert(
+            (*name).to_owned(),
+            StoredAuth {
+                provider: (*provider).to_owned(),
+                kind: CredentialKind::OAuth { expires_at: None },
+                secret: SecretString::from(*token),
+            },
+        );
+    }
+    env().with_store(st)
+}
+
+#[test]
+fn on_a_fleet_node_store_secrets_and_stored_auth_profiles_resolve() {
+    let env = store_env(
+        &[("keys/anthropic", "sk-ant-STORE"), ("slack/fam/app", "xapp-1-STORE"), ("slack/fam/bot", "xoxb-STORE")],
+        &[("ant-oauth", "anthropic", "oauth-access-STORE")],
+    );
+    let c = parse_config(STORE_CONFIG, &env, Path::new("/")).expect("valid with the store");
+    let p = &c.providers["anthropic"];
+    let names: Vec<&str> = p.credentials.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ant-oauth", "ant-key"]);
+    assert_eq!(p.credentials[0].secret.expose_secret(), "oauth-access-STORE");
+    assert!(matches!(p.credentials[0].kind, CredentialKind::OAuth { .. }));
+    assert_eq!(p.credentials[1].secret.expose_secret(), "sk-ant-STORE");
+    let app = &c.slack["fam"];
+    assert_eq!(app.app_secret.as_ref().map(|s| s.expose_secret().to_owned()), Ok("xapp-1-STORE".to_owned()));
+    assert_eq!(app.bot_secret.as_ref().map(|s| s.expose_secret().to_owned()), Ok("xoxb-STORE".to_owned()));
+    assert_eq!(c.agents[0].node.as_deref(), Some("mini-1"));
+    // Debug of the environment names what it holds, never the values.
+    let dbg = format!("{env:?}");
+    assert!(dbg.contains("ant-oauth") && !dbg.contains("oauth-access-STORE") && !dbg.contains("sk-ant-STORE"), "{dbg}");
+}
+
+#[test]
+fn store_problems_name_the_path_and_the_fix() {
+    // The key is missing from the store and the stored profile is for another provider.
+    let env = store_env(&[], &[("ant-oauth", "openai", "tok")]);
+    let errors = parse_config(STORE_CONFIG, &env, Path::new("/")).expect_err("must fail");
+    let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(
+        got.iter().any(|e| e.starts_with(
+            "providers.anthropic.auth[0]: auth profile \"ant-oauth\" in the cluster store is for provider \"openai\""
+        )),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter().any(|e| e.starts_with(
+            "auth.ant-key.key: cluster store secret keys/anthropic does not exist; add it with `flotilla auth secret"
+        )),
+        "{got:#?}"
+    );
+    // An unknown profile suggests names from the store too.
+    let env = store_env(&[("keys/anthropic", "k")], &[("ant-oauth2", "anthropic", "tok")]);
+    let errors = parse_config(STORE_CONFIG, &env, Path::new("/")).expect_err("must fail");
+    let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(got.iter().any(|e| e.contains("did you mean \"ant-oauth2\"")), "{got:#?}");
+    // Without the store (config check on a laptop), the slack tokens are simply unresolved.
+    let errors = parse(STORE_CONFIG).expect_err("auth.ant-key.key is secret: without a store");
+    assert!(errors.iter().any(|e| e.path == "auth.ant-key.key"), "{errors}");
 }
 
 #[test]

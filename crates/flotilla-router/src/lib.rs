@@ -7,6 +7,7 @@ pub mod classify;
 pub mod error;
 pub mod health;
 mod router;
+mod routes;
 pub mod stream;
 pub mod upstream;
 

@@ -5,17 +5,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use flotilla_config::{Chain, Config, Credential, CredentialKind, ModelRef};
+use flotilla_config::{Chain, Config, ModelRef, RouterConfig};
 use flotilla_proto::{ChatRequest, ChatResponse, StreamEvent};
 use flotilla_telemetry::Metrics;
-use flotilla_telemetry::events::{ProviderAttemptFailed, ProviderAttemptSkipped, ProviderAttemptSucceeded};
+use flotilla_telemetry::events::{ProviderAttemptFailed, ProviderAttemptSkipped};
 use tokio::time::Instant;
 
 use crate::classify::{Action, FailureClass};
 use crate::error::{AttemptOutcome, AttemptRecord, RouteError};
 use crate::health::{Admit, Health, Key, Trip};
+use crate::routes::{Candidate, CredentialPlan, Plan, Routes, Upstream};
 use crate::stream::CommittedStream;
-use crate::upstream::{AttemptFailure, Target, UpstreamClient, UpstreamStream};
+use crate::upstream::{AttemptFailure, ClientError, Target, UpstreamClient, UpstreamStream};
 
 /// Which candidate answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +47,8 @@ pub struct RouteResult {
 /// The router. Cheap to share (`Arc<Router>`); the config can be swapped while it runs.
 #[derive(Debug)]
 pub struct Router {
-    config: ArcSwap<Config>,
+    /// The config in force, compiled for the request path.
+    routes: ArcSwap<Routes>,
     health: Health,
     upstream: UpstreamClient,
     metrics: Arc<Metrics>,
@@ -59,24 +61,25 @@ enum Answer {
 }
 
 impl Router {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
         let health = Health::new(
             config.router.breaker_threshold,
             config.router.ttfb_timeout.max(Duration::from_secs(1)),
             metrics.clone(),
         );
-        Ok(Router { config: ArcSwap::new(config), health, upstream: UpstreamClient::new()?, metrics })
+        let routes = ArcSwap::from_pointee(Routes::compile(config));
+        Ok(Router { routes, health, upstream: UpstreamClient::new()?, metrics })
     }
 
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config.load_full()
+        self.routes.load().config.clone()
     }
 
     /// Swaps in a new config; requests in flight finish on the old one. Breaker state is kept
     /// (it is keyed by names, which usually survive a reload).
     pub fn reload(&self, config: Arc<Config>) {
-        self.config.store(config);
+        self.routes.store(Arc::new(Routes::compile(config)));
     }
 
     pub fn health(&self) -> &Health {
@@ -90,14 +93,15 @@ impl Router {
     /// Resolves a client's `model` to a chain: an agent id, a named chain, `default`, or a
     /// configured `provider/model` (a chain of one).
     pub fn resolve(&self, name: &str) -> Result<Chain, RouteError> {
-        resolve(&self.config.load(), name)
+        resolve(&self.routes.load().config, name)
     }
 
     /// Serves a non-streaming request.
     pub async fn complete(&self, req: &ChatRequest) -> Result<RouteResult, RouteError> {
         let entered = Instant::now();
-        let chain = self.resolve(&req.model)?;
-        match self.run(&chain, req, false, entered).await? {
+        let routes = self.routes.load_full();
+        let plan = routes.plan(&req.model)?;
+        match self.run(&routes.config, &plan, req, false, entered).await? {
             (Answer::Full(response, post), answered, attempts, pre) => {
                 Ok(RouteResult { response, answered, attempts, own_time: pre + post })
             }
@@ -109,10 +113,11 @@ impl Router {
     /// then committed to that candidate), or with the aggregate error if none could start.
     pub async fn stream(&self, req: &ChatRequest) -> Result<CommittedStream, RouteError> {
         let entered = Instant::now();
-        let chain = self.resolve(&req.model)?;
-        match self.run(&chain, req, true, entered).await? {
+        let routes = self.routes.load_full();
+        let plan = routes.plan(&req.model)?;
+        match self.run(&routes.config, &plan, req, true, entered).await? {
             (Answer::Stream(head, upstream), answered, attempts, pre) => {
-                let idle = self.config.load().router.ttfb_timeout;
+                let idle = routes.config.router.ttfb_timeout;
                 Ok(CommittedStream::new(head, upstream, answered, attempts, idle, pre))
             }
             (Answer::Full(..), ..) => unreachable_stream(),
@@ -121,12 +126,12 @@ impl Router {
 
     async fn run(
         &self,
-        chain: &Chain,
+        config: &Config,
+        chain: &Plan,
         req: &ChatRequest,
         stream: bool,
         entered: Instant,
     ) -> Result<(Answer, Answered, Vec<AttemptRecord>, Duration), RouteError> {
-        let config = self.config.load_full();
         let rc = &config.router;
         let deadline = entered + rc.request_timeout;
         let mut attempts: Vec<AttemptRecord> = Vec::new();
@@ -143,11 +148,11 @@ impl Router {
                 break;
             }
             'candidates: for cand in &chain.candidates {
-                let Some(provider) = config.providers.get(&cand.provider) else {
+                let Some(up) = &cand.upstream else {
                     attempts.push(skipped(cand, "none", "unknown_provider"));
                     continue;
                 };
-                let window = provider.models.get(&cand.model).and_then(|m| m.context_window);
+                let window = up.context_window;
                 if let Some(needed) = need_window {
                     let bigger = match (needed, window) {
                         (Some(n), Some(w)) => w > n,
@@ -158,43 +163,35 @@ impl Router {
                         continue;
                     }
                 }
-                let model_key = Key::model(&cand.provider, &cand.model);
+                let model_key = &up.model_key;
                 if pass == 0
-                    && let Admit::No { reason, .. } = self.health.admit(&model_key)
+                    && let Admit::No { reason, .. } = self.health.admit(model_key)
                 {
                     self.skip(chain, cand, reason);
                     attempts.push(skipped(cand, "*", reason_breaker(reason)));
                     continue;
                 }
-                let creds: Vec<Option<&Credential>> = if provider.credentials.is_empty() {
-                    vec![None]
-                } else {
-                    provider.credentials.iter().map(Some).collect()
-                };
-                for cred in creds {
-                    let cred_name = cred.map(|c| c.name.as_str()).unwrap_or("none");
-                    let cred_key = Key::credential(&cand.provider, cred_name);
-                    let exact_key = Key::exact(&cand.provider, &cand.model, cred_name);
+                for cred in &up.credentials {
+                    let cred_name = cred.name.as_str();
                     // An OAuth access token past its expiry would only earn a 401: skip it.
                     // (Refreshing is the credential owner's job, through the cluster store.)
-                    if let Some(Credential { kind: CredentialKind::OAuth { expires_at: Some(exp) }, .. }) = cred
-                        && *exp <= SystemTime::now()
+                    if let Some(exp) = cred.expires_at
+                        && exp <= SystemTime::now()
                     {
                         attempts.push(skipped(cand, cred_name, "credential_expired"));
                         continue;
                     }
                     // Credential-level blocks (auth, billing) hold even in the last resort.
-                    if let Admit::No { reason, .. } = self.health.admit(&cred_key) {
+                    if let Admit::No { reason, .. } = self.health.admit(&cred.cred_key) {
                         attempts.push(skipped(cand, cred_name, reason_breaker(reason)));
                         continue;
                     }
                     if pass == 0
-                        && let Admit::No { reason, .. } = self.health.admit(&exact_key)
+                        && let Admit::No { reason, .. } = self.health.admit(&cred.exact_key)
                     {
                         attempts.push(skipped(cand, cred_name, reason_breaker(reason)));
                         continue;
                     }
-                    let target = Target { provider, model: &cand.model, credential: cred };
                     let mut retried = false;
                     loop {
                         let now = Instant::now();
@@ -205,14 +202,18 @@ impl Router {
                         let remaining = deadline - now;
                         let ttfb = rc.ttfb_timeout.min(remaining);
                         let started = Instant::now();
-                        let result = self.attempt(target, req, stream, ttfb, remaining, &mut first_send, entered).await;
+                        let result =
+                            self.attempt(cand, up, cred, req, stream, ttfb, remaining, &mut first_send, entered).await;
                         let elapsed = started.elapsed();
                         match result {
                             Ok(answer) => {
-                                self.health.success(&exact_key);
-                                self.health.success(&model_key);
-                                ProviderAttemptSucceeded { provider: &cand.provider, model: &cand.model, elapsed }
-                                    .emit(&self.metrics);
+                                self.health.success(&cred.exact_key);
+                                self.health.success(model_key);
+                                // ProviderAttemptSucceeded only counts (it logs nothing): the
+                                // same series, through handles cached on the candidate.
+                                let m = up.success_metrics(&cand.provider, &cand.model, &self.metrics);
+                                m.attempts.inc();
+                                m.duration.observe(elapsed.as_secs_f64());
                                 attempts.push(AttemptRecord {
                                     provider: cand.provider.clone(),
                                     model: cand.model.clone(),
@@ -231,7 +232,7 @@ impl Router {
                             }
                             Err(failure) => {
                                 let class = failure.class();
-                                self.trip(&class, &model_key, &cred_key, &exact_key);
+                                self.trip(rc, &class, model_key, &cred.cred_key, &cred.exact_key);
                                 let mut action = class.action();
                                 // One jittered pause, both checked against the deadline and slept.
                                 let pause = jitter(rc.retry_backoff);
@@ -305,7 +306,9 @@ impl Router {
     #[expect(clippy::too_many_arguments, reason = "internal helper of run(); a struct would only rename them")]
     async fn attempt(
         &self,
-        target: Target<'_>,
+        cand: &Candidate,
+        up: &Upstream,
+        cred: &CredentialPlan,
         req: &ChatRequest,
         stream: bool,
         ttfb: Duration,
@@ -313,6 +316,11 @@ impl Router {
         first_send: &mut Option<Duration>,
         entered: Instant,
     ) -> Result<Answer, AttemptFailure> {
+        // A base URL or header value that cannot be sent fails like a request that could not
+        // be sent (transient), as it did when it was parsed per request.
+        let uri = up.uri.as_ref().map_err(|e| AttemptFailure::Transport { detail: e.to_string() })?;
+        let headers = cred.headers.as_ref().map_err(|e| AttemptFailure::Transport { detail: e.to_string() })?;
+        let target = Target { model: &cand.model, wire: up.wire, uri, headers };
         if !stream {
             let (resp, timings) = self.upstream.complete(target, req, ttfb, remaining).await?;
             first_send.get_or_insert(timings.sent_at.saturating_duration_since(entered));
@@ -343,8 +351,7 @@ impl Router {
         }
     }
 
-    fn trip(&self, class: &FailureClass, model_key: &Key, cred_key: &Key, exact_key: &Key) {
-        let rc = &self.config.load().router;
+    fn trip(&self, rc: &RouterConfig, class: &FailureClass, model_key: &Key, cred_key: &Key, exact_key: &Key) {
         let reason = class.reason();
         match class {
             FailureClass::Overloaded => {
@@ -370,7 +377,7 @@ impl Router {
         }
     }
 
-    fn skip(&self, chain: &Chain, cand: &ModelRef, reason: &str) {
+    fn skip(&self, chain: &Plan, cand: &Candidate, reason: &str) {
         ProviderAttemptSkipped { chain: &chain.name, provider: &cand.provider, model: &cand.model, reason }
             .emit(&self.metrics);
     }
@@ -393,7 +400,7 @@ fn reason_breaker(reason: &'static str) -> &'static str {
     }
 }
 
-fn skipped(cand: &ModelRef, cred: &str, reason: &'static str) -> AttemptRecord {
+fn skipped(cand: &Candidate, cred: &str, reason: &'static str) -> AttemptRecord {
     AttemptRecord {
         provider: cand.provider.clone(),
         model: cand.model.clone(),

@@ -1,5 +1,9 @@
 //! Upstream HTTP clients: one pooled rustls client that speaks Anthropic Messages, OpenAI
 //! Chat Completions and OpenAI Responses (JSON and SSE) to any configured provider.
+//!
+//! This is hyper-util's pooled client used directly (not reqwest): an attempt clones a `Uri`
+//! and a header map built when the config was loaded, so nothing about the upstream is parsed
+//! or formatted per request.
 
 use std::time::{Duration, SystemTime};
 
@@ -8,14 +12,24 @@ use flotilla_config::{Credential, CredentialKind, Provider, ProviderApi, WireApi
 use flotilla_proto::error::{DecodeError, UpstreamError};
 use flotilla_proto::sse::{SseEvent, SseParser};
 use flotilla_proto::{ChatRequest, ChatResponse, StreamEvent, anthropic, openai_chat, openai_responses};
-use futures::StreamExt;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use secrecy::ExposeSecret;
+use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::classify::{FailureClass, classify_status, parse_retry_after};
 
 /// The Anthropic API version flotilla speaks.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// The `anthropic-beta` value that Anthropic requires with OAuth access tokens.
+pub const OAUTH_BETA: &str = "oauth-2025-04-20";
 /// Error bodies larger than this are cut before parsing.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -81,10 +95,10 @@ impl From<DecodeError> for AttemptFailure {
     }
 }
 
-fn transport(e: &reqwest::Error) -> AttemptFailure {
-    // reqwest's Display omits the cause chain; walk it for "connection reset" and friends.
+fn transport(e: &(dyn std::error::Error + 'static)) -> AttemptFailure {
+    // hyper's Display omits the cause chain; walk it for "connection reset" and friends.
     let mut detail = e.to_string();
-    let mut src = std::error::Error::source(e);
+    let mut src = e.source();
     while let Some(s) = src {
         detail.push_str(": ");
         detail.push_str(&s.to_string());
@@ -100,35 +114,130 @@ pub struct Timings {
     pub post: Duration,
 }
 
-/// Where one attempt goes.
+/// Where one attempt goes: everything per provider and credential was built when the config
+/// was loaded ([`endpoint_uri`], [`static_headers`]), so an attempt only clones it.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
-    pub provider: &'a Provider,
     pub model: &'a str,
-    pub credential: Option<&'a Credential>,
+    pub wire: WireApi,
+    pub uri: &'a Uri,
+    /// Content type, user agent, API version, auth and the provider's own headers.
+    pub headers: &'a HeaderMap,
 }
 
-impl Target<'_> {
-    pub fn wire(&self) -> WireApi {
-        self.provider.wire_api(self.model)
+/// Why the upstream client could not be built.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("cannot set up TLS for upstream connections: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Why a provider's endpoint or headers could not be built from its config.
+#[derive(Debug, Clone, Error)]
+pub enum EndpointError {
+    #[error("invalid upstream url \"{url}\": {reason}")]
+    Url { url: String, reason: String },
+    #[error("invalid value for upstream header {name}")]
+    Header { name: String },
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The shared upstream client (keep-alive connection pools per scheme and authority).
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: HttpsClient,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient").finish_non_exhaustive()
     }
 }
 
-/// The shared upstream client (connection pools per host).
-#[derive(Debug, Clone)]
-pub struct UpstreamClient {
-    http: reqwest::Client,
+/// The URI of `wire`'s endpoint on a provider whose base URL is `base_url` (with or without a
+/// trailing `/v1`).
+pub fn endpoint_uri(base_url: &str, wire: WireApi) -> Result<Uri, EndpointError> {
+    let path = match wire {
+        WireApi::Messages => "/v1/messages",
+        WireApi::ChatCompletions => "/v1/chat/completions",
+        WireApi::Responses => "/v1/responses",
+    };
+    let base = base_url.trim_end_matches('/');
+    let url = match base.strip_suffix("/v1") {
+        Some(stripped) => format!("{stripped}{path}"),
+        None => format!("{base}{path}"),
+    };
+    let bad = |reason: &str| EndpointError::Url { url: url.clone(), reason: reason.to_owned() };
+    let uri = Uri::try_from(url.as_str()).map_err(|e| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(bad("the scheme must be http or https")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(uri)
+}
+
+/// The headers every request to `provider` with `credential` carries. The auth header is
+/// marked sensitive (never printed by `Debug`, never indexed by HPACK).
+pub fn static_headers(provider: &Provider, credential: Option<&Credential>) -> Result<HeaderMap, EndpointError> {
+    let mut h = HeaderMap::with_capacity(8);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::USER_AGENT, HeaderValue::from_static(concat!("flotilla/", env!("CARGO_PKG_VERSION"))));
+    if provider.api == ProviderApi::Anthropic {
+        h.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(ANTHROPIC_VERSION));
+    }
+    if let Some(c) = credential {
+        let secret = c.secret.expose_secret();
+        let sensitive = |v: String, name: &str| {
+            let mut v = HeaderValue::try_from(v).map_err(|_| EndpointError::Header { name: name.to_owned() })?;
+            v.set_sensitive(true);
+            Ok::<_, EndpointError>(v)
+        };
+        match (&c.kind, provider.api) {
+            (CredentialKind::ApiKey, ProviderApi::Anthropic) => {
+                h.insert(HeaderName::from_static("x-api-key"), sensitive(secret.to_owned(), "x-api-key")?);
+            }
+            (CredentialKind::OAuth { .. }, ProviderApi::Anthropic) => {
+                h.insert(header::AUTHORIZATION, sensitive(format!("Bearer {secret}"), "authorization")?);
+                h.insert(HeaderName::from_static("anthropic-beta"), HeaderValue::from_static(OAUTH_BETA));
+            }
+            _ => {
+                h.insert(header::AUTHORIZATION, sensitive(format!("Bearer {secret}"), "authorization")?);
+            }
+        }
+    }
+    // The provider's own headers override the defaults above (e.g. another `anthropic-version`).
+    for (k, v) in &provider.headers {
+        let bad = || EndpointError::Header { name: k.clone() };
+        let name = HeaderName::try_from(k.as_str()).map_err(|_| bad())?;
+        let value = HeaderValue::try_from(v.as_str()).map_err(|_| bad())?;
+        h.insert(name, value);
+    }
+    Ok(h)
 }
 
 impl UpstreamClient {
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+    pub fn new() -> Result<Self, ClientError> {
+        let mut connector = HttpConnector::new();
+        // https:// is handled by the TLS layer around this connector.
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let https = HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(512)
-            .tcp_nodelay(true)
-            .user_agent(concat!("flotilla/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
         Ok(UpstreamClient { http })
     }
 
@@ -139,49 +248,30 @@ impl UpstreamClient {
         req: &ChatRequest,
         stream: bool,
         ttfb: Duration,
-    ) -> Result<(reqwest::Response, Instant), AttemptFailure> {
-        let wire = t.wire();
-        let (path, body) = match wire {
-            WireApi::Messages => ("/v1/messages", anthropic::encode_request(req, t.model, stream)),
-            WireApi::ChatCompletions => ("/v1/chat/completions", openai_chat::encode_request(req, t.model, stream)),
-            WireApi::Responses => ("/v1/responses", openai_responses::encode_request(req, t.model, stream)),
+    ) -> Result<(Response<Incoming>, Instant), AttemptFailure> {
+        let body = match t.wire {
+            WireApi::Messages => anthropic::encode_request(req, t.model, stream),
+            WireApi::ChatCompletions => openai_chat::encode_request(req, t.model, stream),
+            WireApi::Responses => openai_responses::encode_request(req, t.model, stream),
         };
-        let base = t.provider.base_url.trim_end_matches('/');
-        let url = match base.strip_suffix("/v1") {
-            Some(stripped) => format!("{stripped}{path}"),
-            None => format!("{base}{path}"),
-        };
-        let mut rb = self.http.post(url).header(http::header::CONTENT_TYPE, "application/json");
-        if stream {
-            rb = rb.header(http::header::ACCEPT, "text/event-stream");
-        }
-        if t.provider.api == ProviderApi::Anthropic {
-            rb = rb.header("anthropic-version", ANTHROPIC_VERSION);
-        }
-        if let Some(c) = t.credential {
-            let secret = c.secret.expose_secret();
-            rb = match (&c.kind, t.provider.api) {
-                (CredentialKind::ApiKey, ProviderApi::Anthropic) => rb.header("x-api-key", secret),
-                (CredentialKind::OAuth { .. }, ProviderApi::Anthropic) => {
-                    rb.bearer_auth(secret).header("anthropic-beta", "oauth-2025-04-20")
-                }
-                _ => rb.bearer_auth(secret),
-            };
-        }
-        for (k, v) in &t.provider.headers {
-            rb = rb.header(k, v);
-        }
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = t.uri.clone();
+        *request.headers_mut() = t.headers.clone();
+        request.headers_mut().insert(
+            header::ACCEPT,
+            HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
+        );
         let sent_at = Instant::now();
-        let resp = match tokio::time::timeout(ttfb, rb.body(body).send()).await {
+        let resp = match tokio::time::timeout(ttfb, self.http.request(request)).await {
             Err(_) => return Err(AttemptFailure::Timeout { after: ttfb }),
             Ok(Err(e)) => return Err(transport(&e)),
             Ok(Ok(r)) => r,
         };
-        let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
+        if resp.status().is_success() {
             return Ok((resp, sent_at));
         }
-        Err(error_from_response(resp, wire, ttfb).await)
+        Err(error_from_response(resp, t.wire, ttfb).await)
     }
 
     /// One non-streaming attempt: the whole answer, parsed. `deadline` bounds the body read.
@@ -193,13 +283,13 @@ impl UpstreamClient {
         deadline: Duration,
     ) -> Result<(ChatResponse, Timings), AttemptFailure> {
         let (resp, sent_at) = self.send(t, req, false, ttfb).await?;
-        let body = match tokio::time::timeout(deadline, resp.bytes()).await {
+        let body = match tokio::time::timeout(deadline, resp.into_body().collect()).await {
             Err(_) => return Err(AttemptFailure::Timeout { after: deadline }),
             Ok(Err(e)) => return Err(transport(&e)),
-            Ok(Ok(b)) => b,
+            Ok(Ok(b)) => b.to_bytes(),
         };
         let received_at = Instant::now();
-        let parsed = match t.wire() {
+        let parsed = match t.wire {
             WireApi::Messages => anthropic::parse_response(&body),
             WireApi::ChatCompletions => openai_chat::parse_response(&body),
             WireApi::Responses => openai_responses::parse_response(&body),
@@ -216,13 +306,13 @@ impl UpstreamClient {
         ttfb: Duration,
     ) -> Result<UpstreamStream, AttemptFailure> {
         let (resp, sent_at) = self.send(t, req, true, ttfb).await?;
-        let decoder = match t.wire() {
+        let decoder = match t.wire {
             WireApi::Messages => Decoder::Anthropic(anthropic::StreamDecoder::new()),
             WireApi::ChatCompletions => Decoder::Chat(openai_chat::StreamDecoder::new()),
             WireApi::Responses => Decoder::Responses(openai_responses::StreamDecoder::new()),
         };
         Ok(UpstreamStream {
-            body: Box::pin(resp.bytes_stream()),
+            body: resp.into_body(),
             parser: SseParser::new(),
             decoder,
             sse: Vec::new(),
@@ -234,9 +324,10 @@ impl UpstreamClient {
     }
 }
 
-async fn error_from_response(resp: reqwest::Response, wire: WireApi, wait: Duration) -> AttemptFailure {
-    let status = resp.status().as_u16();
-    let headers = resp.headers();
+async fn error_from_response(resp: Response<Incoming>, wire: WireApi, wait: Duration) -> AttemptFailure {
+    let (head, mut incoming) = resp.into_parts();
+    let status = head.status.as_u16();
+    let headers = &head.headers;
     let retry_after = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
@@ -245,7 +336,7 @@ async fn error_from_response(resp: reqwest::Response, wire: WireApi, wait: Durat
         .map(|ms| Duration::from_secs_f64(ms / 1000.0))
         .or_else(|| {
             headers
-                .get(http::header::RETRY_AFTER)
+                .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()))
         });
@@ -253,12 +344,13 @@ async fn error_from_response(resp: reqwest::Response, wire: WireApi, wait: Durat
         .iter()
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(str::to_owned));
     let mut body = Vec::new();
-    let mut chunks = resp.bytes_stream();
     let read = async {
-        while let Some(Ok(c)) = chunks.next().await {
-            body.extend_from_slice(&c);
-            if body.len() >= MAX_ERROR_BODY {
-                break;
+        while let Some(Ok(frame)) = incoming.frame().await {
+            if let Some(c) = frame.data_ref() {
+                body.extend_from_slice(c);
+                if body.len() >= MAX_ERROR_BODY {
+                    break;
+                }
             }
         }
     };
@@ -300,11 +392,9 @@ impl Decoder {
     }
 }
 
-type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
-
 /// An upstream SSE stream decoded into canonical events.
 pub struct UpstreamStream {
-    body: ByteStream,
+    body: Incoming,
     parser: SseParser,
     decoder: Decoder,
     sse: Vec<SseEvent>,
@@ -338,8 +428,10 @@ impl UpstreamStream {
                 self.finished = true;
                 return Ok(None);
             }
-            match self.body.next().await {
-                Some(Ok(chunk)) => {
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    // Trailers carry no events.
+                    let Ok(chunk) = frame.into_data() else { continue };
                     // Events decoded before a bad or error event in the same chunk are still
                     // delivered first; the failure follows them.
                     let pushed = self.parser.push(&chunk, &mut self.sse);
@@ -368,5 +460,89 @@ impl UpstreamStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use secrecy::SecretString;
+
+    use super::*;
+
+    fn provider(api: ProviderApi, headers: &[(&str, &str)]) -> Provider {
+        Provider {
+            name: "p".into(),
+            api,
+            base_url: "http://127.0.0.1:9".into(),
+            credentials: Vec::new(),
+            models: BTreeMap::new(),
+            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    fn credential(kind: CredentialKind, secret: &str) -> Credential {
+        Credential { name: "c".into(), kind, secret: SecretString::from(secret.to_owned()) }
+    }
+
+    #[test]
+    fn endpoint_uri_appends_the_wire_path_once() {
+        let uri = |base, wire| endpoint_uri(base, wire).map(|u| u.to_string());
+        assert_eq!(
+            uri("http://127.0.0.1:4000", WireApi::Messages).ok().as_deref(),
+            Some("http://127.0.0.1:4000/v1/messages")
+        );
+        assert_eq!(
+            uri("https://api.openai.com/v1/", WireApi::ChatCompletions).ok().as_deref(),
+            Some("https://api.openai.com/v1/chat/completions")
+        );
+        assert_eq!(uri("https://h/proxy/v1", WireApi::Responses).ok().as_deref(), Some("https://h/proxy/v1/responses"));
+        assert!(matches!(endpoint_uri("ftp://h", WireApi::Messages), Err(EndpointError::Url { .. })));
+        assert!(matches!(endpoint_uri("not a url", WireApi::Messages), Err(EndpointError::Url { .. })));
+    }
+
+    #[test]
+    fn anthropic_api_key_goes_in_a_sensitive_x_api_key() {
+        let c = credential(CredentialKind::ApiKey, "sk-ant-secret");
+        let h = static_headers(&provider(ProviderApi::Anthropic, &[]), Some(&c)).expect("headers");
+        let key = h.get("x-api-key").expect("x-api-key");
+        assert_eq!(key, "sk-ant-secret");
+        assert!(key.is_sensitive());
+        assert_eq!(h.get("anthropic-version").map(|v| v.as_bytes()), Some(ANTHROPIC_VERSION.as_bytes()));
+        assert_eq!(h.get(header::CONTENT_TYPE).map(|v| v.as_bytes()), Some(&b"application/json"[..]));
+        assert!(h.get(header::AUTHORIZATION).is_none());
+        assert!(!format!("{h:?}").contains("sk-ant-secret"), "Debug must not show the key");
+    }
+
+    #[test]
+    fn oauth_and_openai_keys_go_as_bearer() {
+        let oauth = credential(CredentialKind::OAuth { expires_at: None }, "sk-ant-oat");
+        let h = static_headers(&provider(ProviderApi::Anthropic, &[]), Some(&oauth)).expect("headers");
+        assert_eq!(h.get(header::AUTHORIZATION).expect("authorization"), "Bearer sk-ant-oat");
+        assert_eq!(h.get("anthropic-beta").expect("beta"), OAUTH_BETA);
+        assert!(h.get("x-api-key").is_none());
+        let key = credential(CredentialKind::ApiKey, "sk-oai");
+        let h = static_headers(&provider(ProviderApi::OpenAi, &[]), Some(&key)).expect("headers");
+        let auth = h.get(header::AUTHORIZATION).expect("authorization");
+        assert_eq!(auth, "Bearer sk-oai");
+        assert!(auth.is_sensitive());
+        assert!(h.get("anthropic-version").is_none() && h.get("anthropic-beta").is_none());
+        let h = static_headers(&provider(ProviderApi::OpenAiCompatible, &[]), None).expect("headers");
+        assert!(h.get(header::AUTHORIZATION).is_none(), "no credential, no auth header");
+    }
+
+    #[test]
+    fn provider_headers_override_defaults_and_bad_values_are_errors() {
+        let p = provider(ProviderApi::Anthropic, &[("anthropic-version", "2099-01-01"), ("x-extra", "1")]);
+        let h = static_headers(&p, None).expect("headers");
+        let versions: Vec<_> = h.get_all("anthropic-version").iter().collect();
+        assert_eq!(versions, ["2099-01-01"]);
+        assert_eq!(h.get("x-extra").expect("extra"), "1");
+        let bad = credential(CredentialKind::ApiKey, "line\nbreak");
+        let err = static_headers(&provider(ProviderApi::Anthropic, &[]), Some(&bad)).expect_err("newline in key");
+        assert!(!err.to_string().contains("line"), "the error names the header, not the value: {err}");
+        let p = provider(ProviderApi::OpenAi, &[("bad header", "x")]);
+        assert!(matches!(static_headers(&p, None), Err(EndpointError::Header { .. })));
     }
 }

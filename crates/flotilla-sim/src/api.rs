@@ -180,7 +180,12 @@ pub(crate) async fn generate(
         let Some(cred) = &cred else {
             break 'answer Answer::Error(ErrorKind::MissingKey);
         };
-        if !cfg.accepted_keys.is_empty() && !cfg.accepted_keys.contains(&cred.key) {
+        // Opt-in: bearer tokens must come from the OAuth token endpoint (then they skip `accepted_keys`).
+        let oauth = if api.is_anthropic() { crate::oauth::bearer_verdict(&app.handle, cred) } else { None };
+        if let Some(Err(e)) = oauth {
+            break 'answer Answer::Error(e);
+        }
+        if oauth.is_none() && !cfg.accepted_keys.is_empty() && !cfg.accepted_keys.contains(&cred.key) {
             break 'answer Answer::Error(ErrorKind::InvalidKey {
                 bearer: cred.bearer,
                 masked: crate::util::mask_key(&cred.key),
@@ -316,9 +321,11 @@ pub(crate) fn models(app: &App, headers: &HeaderMap) -> Response {
         (Api::Chat, openai::request_id(), openai::credential(headers))
     };
     let ctx = ReqCtx { api, model: None, request_id: &request_id };
+    let oauth = cred.as_ref().filter(|_| anthropic).and_then(|c| crate::oauth::bearer_verdict(&app.handle, c));
     let error = match &cred {
         None => Some(ErrorKind::MissingKey),
-        Some(c) if !app.cfg.accepted_keys.is_empty() && !app.cfg.accepted_keys.contains(&c.key) => {
+        Some(_) if matches!(oauth, Some(Err(_))) => oauth.and_then(Result::err),
+        Some(c) if oauth.is_none() && !app.cfg.accepted_keys.is_empty() && !app.cfg.accepted_keys.contains(&c.key) => {
             Some(ErrorKind::InvalidKey { bearer: c.bearer, masked: crate::util::mask_key(&c.key) })
         }
         Some(_) if anthropic && !headers.contains_key("anthropic-version") => Some(ErrorKind::MissingVersion),

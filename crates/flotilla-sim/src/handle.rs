@@ -27,6 +27,7 @@ struct Shared {
     record_limit: AtomicUsize,
     seq: AtomicU64,
     started: Instant,
+    oauth: crate::oauth::OAuthState,
 }
 
 /// Counters since the handle was made (or [`SimHandle::reset_stats`]).
@@ -122,6 +123,7 @@ impl SimHandle {
                 record_limit: AtomicUsize::new(DEFAULT_RECORD_LIMIT),
                 seq: AtomicU64::new(0),
                 started: Instant::now(),
+                oauth: crate::oauth::OAuthState::default(),
             }),
         }
     }
@@ -175,6 +177,10 @@ impl SimHandle {
 
     pub(crate) fn pick_fault(&self, probe: &Probe<'_>) -> Option<(u64, crate::Fault)> {
         self.inner.faults.pick(probe)
+    }
+
+    pub(crate) fn oauth(&self) -> &crate::oauth::OAuthState {
+        &self.inner.oauth
     }
 
     pub(crate) fn recording(&self) -> bool {

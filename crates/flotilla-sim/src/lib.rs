@@ -8,7 +8,9 @@
 //! # Endpoints
 //! - Anthropic: `POST /v1/messages` (JSON and SSE), `POST /v1/messages/count_tokens`,
 //!   `GET /v1/models`. Credentials by `x-api-key` or `Authorization: Bearer`; the
-//!   `anthropic-version` header is required (any value).
+//!   `anthropic-version` header is required (any value). Also the OAuth token endpoint
+//!   `POST /v1/oauth/token` with single-use refresh tokens (see [`OAuthStats`] and the
+//!   `SimHandle` OAuth methods).
 //! - OpenAI: `POST /v1/chat/completions`, `POST /v1/responses` (JSON and SSE),
 //!   `GET /v1/models`. Credentials by `Authorization: Bearer`.
 //! - Admin, on the same server, no credentials: `POST /_sim/faults` (a [`FaultRule`] as JSON →
@@ -53,6 +55,7 @@ mod api;
 mod fault;
 mod handle;
 mod model;
+mod oauth;
 mod openai;
 mod server;
 pub mod slack;
@@ -67,6 +70,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fault::{Fault, FaultRule, FaultRuleError, FaultStatus};
 pub use handle::{DEFAULT_RECORD_LIMIT, RecordedRequest, SimHandle, SimStats};
+pub use oauth::{DEFAULT_OAUTH_EXPIRES_IN, OAUTH_TOKEN_PATH, OAuthStats};
 pub use server::{SimServer, serve, spawn};
 pub use util::key_fingerprint;
 

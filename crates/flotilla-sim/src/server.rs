@@ -211,9 +211,10 @@ fn second_handle(stream: TcpStream) -> io::Result<(TcpStream, std::net::TcpStrea
 
 fn router(app: Arc<App>) -> Router {
     let api_routes = match app.cfg.kind {
-        SimKind::Anthropic => {
-            Router::new().route("/v1/messages", post(messages)).route("/v1/messages/count_tokens", post(count_tokens))
-        }
+        SimKind::Anthropic => Router::new()
+            .route("/v1/messages", post(messages))
+            .route("/v1/messages/count_tokens", post(count_tokens))
+            .merge(crate::oauth::routes()),
         SimKind::OpenAi => {
             Router::new().route("/v1/chat/completions", post(chat)).route("/v1/responses", post(responses))
         }

@@ -31,6 +31,130 @@ pub enum Command {
     Demo(DemoArgs),
     /// Benchmarks: fixed-rate load through the gateway and directly, in the same run.
     Bench(BenchArgs),
+    /// Manage the fleet through the cluster store: apply a config to every node and verify it,
+    /// roll back, show status.
+    Fleet(FleetArgs),
+    /// Credentials kept encrypted in the cluster store, for every node: API keys, OAuth tokens
+    /// (refreshed by one elected node) and secrets such as Slack tokens.
+    Auth(AuthArgs),
+}
+
+/// Where the cluster store is. `sqlite:PATH` is the embedded store (one machine; default
+/// $XDG_STATE_HOME/flotilla/store.sqlite); `etcd://host:port[,host:port...]` is etcd.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The cluster store URL.
+    #[arg(long, env = "FLOTILLA_STORE", value_name = "URL", global = true)]
+    pub store: Option<String>,
+    /// Key prefix of this fleet in the store (several fleets may share one store).
+    #[arg(long, env = "FLOTILLA_FLEET_PREFIX", default_value = "/flotilla", hide_short_help = true, global = true)]
+    pub prefix: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The fleet key file that opens stored credentials [default: $FLOTILLA_KEY_FILE, else
+    /// $XDG_CONFIG_HOME/flotilla/fleet.key].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: FleetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Validate FILE (the same checks as `config check`, with the store's credentials), store it
+    /// as the next config version and wait until every live node runs it healthy. A node that
+    /// fails health rolls back by itself; apply then reports which node and why, sets the fleet
+    /// back to the previous version, and exits 1.
+    Apply {
+        /// The TOML config.
+        file: PathBuf,
+        /// Apply to N nodes first; the rest follow only when those are healthy.
+        #[arg(long, value_name = "N")]
+        canary: Option<usize>,
+        /// Seconds to wait for the fleet to converge.
+        #[arg(long, default_value = "60", value_name = "SECONDS")]
+        timeout: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point the fleet at an earlier config version (default: the one before the desired one)
+    /// and wait for every node to run it.
+    Rollback {
+        /// The version to go back to (`fleet status` lists them).
+        version: Option<u64>,
+        #[arg(long, default_value = "60", value_name = "SECONDS")]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Nodes, their config version and health, Slack app owners and standbys, open breakers.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The fleet key file [default: $FLOTILLA_KEY_FILE, else $XDG_CONFIG_HOME/flotilla/fleet.key].
+    /// Copy it to every node once (mode 0600); it never goes into the store.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: AuthCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Create the fleet key file (if it does not exist) and print where it is.
+    Keygen,
+    /// Store an auth profile for a provider; list it in `[providers.P].auth` to use it.
+    Add {
+        /// The profile name (as written in `auth = [...]`).
+        name: String,
+        /// The provider the profile is for.
+        #[arg(long)]
+        provider: String,
+        /// Read an API key from this environment variable.
+        #[arg(long, value_name = "VAR", group = "source")]
+        api_key_env: Option<String>,
+        /// Read an API key from this file.
+        #[arg(long, value_name = "PATH", group = "source")]
+        api_key_file: Option<PathBuf>,
+        /// Read an OAuth token set (access + refresh token, expiry) from this JSON file
+        /// (Claude Code, OpenClaw or plain {access_token, refresh_token, expires_at}).
+        #[arg(long, value_name = "PATH", group = "source")]
+        oauth_file: Option<PathBuf>,
+        /// The OAuth token endpoint (default: the provider's).
+        #[arg(long, value_name = "URL")]
+        token_url: Option<String>,
+        /// The OAuth client id (default: the provider's public client).
+        #[arg(long)]
+        client_id: Option<String>,
+    },
+    /// Store a secret for `secret:PATH` references (e.g. Slack tokens).
+    Secret {
+        /// The path written after `secret:`.
+        path: String,
+        /// Read the value from this environment variable.
+        #[arg(long, value_name = "VAR", group = "source")]
+        from_env: Option<String>,
+        /// Read the value from this file.
+        #[arg(long, value_name = "PATH", group = "source")]
+        from_file: Option<PathBuf>,
+    },
+    /// List stored profiles and secrets (names, kinds, expiry; never values).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -73,9 +197,29 @@ pub struct ConfigCheckArgs {
 
 #[derive(Debug, Args)]
 pub struct GatewayArgs {
-    /// The TOML config file (see examples/flotilla.toml).
-    #[arg(long, short = 'c', env = "FLOTILLA_CONFIG")]
-    pub config: PathBuf,
+    /// The TOML config file (see examples/flotilla.toml). Not used with --store: a fleet node
+    /// runs the config applied with `flotilla fleet apply`.
+    #[arg(long, short = 'c', env = "FLOTILLA_CONFIG", required_unless_present = "store")]
+    pub config: Option<PathBuf>,
+    /// Join a fleet: the cluster store URL (`sqlite:PATH` or `etcd://host:port,...`).
+    #[arg(long, env = "FLOTILLA_STORE", value_name = "URL", requires = "node")]
+    pub store: Option<String>,
+    /// This node's name in the fleet (unique per node).
+    #[arg(long, env = "FLOTILLA_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+    /// Key prefix of the fleet in the store.
+    #[arg(long, env = "FLOTILLA_FLEET_PREFIX", default_value = "/flotilla", hide_short_help = true)]
+    pub prefix: String,
+    /// The fleet key file that opens stored credentials [default: $FLOTILLA_KEY_FILE, else
+    /// $XDG_CONFIG_HOME/flotilla/fleet.key].
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Seconds of the node's lease: its Slack apps move to other nodes this long after it dies.
+    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    pub lease_ttl: u64,
+    /// Seconds a newly applied config may take to become healthy before the node rolls back.
+    #[arg(long, default_value = "15", value_name = "SECONDS")]
+    pub health_timeout: u64,
     /// Listen address; overrides gateway.listen in the config.
     #[arg(long)]
     pub listen: Option<SocketAddr>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use flotilla_config::{Env, load_config};
+use flotilla_config::{Env, load_config, parse_config};
 use flotilla_gateway::GatewayState;
 use flotilla_router::Router;
 use flotilla_telemetry::{Metrics, logging};
@@ -30,21 +30,7 @@ async fn start_agents(
     if !config.agents.iter().any(|a| a.slack.is_some()) {
         return Ok(None);
     }
-    let data_dir = args.data_dir.clone().or_else(|| config.gateway.data_dir.clone()).unwrap_or_else(|| {
-        logging::default_log_path(
-            "journal",
-            std::env::var("XDG_STATE_HOME").ok().as_deref(),
-            std::env::var("HOME").ok().as_deref(),
-        )
-        .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default()
-    });
-    let path = data_dir.join("journal.sqlite");
-    let journal = Journal::open(JournalOptions::new(&path))
-        .await
-        .with_context(|| format!("cannot open the journal at {} (is another gateway using it?)", path.display()))?;
-    tracing::info!(event = "journal_opened", path = %path.display());
+    let journal = open_journal(args, &config).await?;
     let handle = flotilla_agent::start(
         &config,
         router.clone(),
@@ -96,22 +82,56 @@ async fn start_agents(
     Ok(Some(journal))
 }
 
+/// The journal's directory: --data-dir, else gateway.data_dir, else the state directory (a fleet
+/// node gets its own subdirectory, so several nodes can run on one machine).
+fn data_dir(args: &GatewayArgs, config: &flotilla_config::Config) -> std::path::PathBuf {
+    args.data_dir.clone().or_else(|| config.gateway.data_dir.clone()).unwrap_or_else(|| {
+        let state = logging::default_log_path(
+            "journal",
+            std::env::var("XDG_STATE_HOME").ok().as_deref(),
+            std::env::var("HOME").ok().as_deref(),
+        )
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+        match &args.node {
+            Some(node) if args.store.is_some() => state.join(format!("node-{node}")),
+            _ => state,
+        }
+    })
+}
+
+pub(crate) async fn open_journal(args: &GatewayArgs, config: &flotilla_config::Config) -> anyhow::Result<Journal> {
+    let path = data_dir(args, config).join("journal.sqlite");
+    let journal = Journal::open(JournalOptions::new(&path))
+        .await
+        .with_context(|| format!("cannot open the journal at {} (is another gateway using it?)", path.display()))?;
+    tracing::info!(event = "journal_opened", path = %path.display());
+    Ok(journal)
+}
+
 pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let env = Env::from_process();
-    let config = match load_config(&args.config, &env) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!(
-                "fix the config and try again; `flotilla config check {}` shows the details",
-                args.config.display()
-            );
-            return Ok(ExitCode::from(1));
-        }
+    let config = match (&args.store, &args.config) {
+        // A fleet node starts with nothing and runs what the store says.
+        (Some(_), _) => parse_config("", &env, std::path::Path::new(".")).map_err(|e| anyhow::anyhow!("{e}"))?,
+        (None, Some(path)) => match load_config(path, &env) {
+            Ok(c) => c,
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("fix the config and try again; `flotilla config check {}` shows the details", path.display());
+                return Ok(ExitCode::from(1));
+            }
+        },
+        (None, None) => anyhow::bail!("give --config FILE, or --store URL --node NAME to join a fleet"),
+    };
+    let log_name = match (&args.store, &args.node) {
+        (Some(_), Some(node)) => format!("gateway-{node}"),
+        _ => "gateway".to_owned(),
     };
     let log_path = args.log_file.clone().or_else(|| config.gateway.log_file.clone()).unwrap_or_else(|| {
         logging::default_log_path(
-            "gateway",
+            &log_name,
             std::env::var("XDG_STATE_HOME").ok().as_deref(),
             std::env::var("HOME").ok().as_deref(),
         )
@@ -131,20 +151,33 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     // Agents on Slack: journal, channels, turns, outbox.
     let agents_cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let journal = start_agents(&args, &state, &router, &agents_cancel, &tracker).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (is another gateway running?)"))?;
     let local = listener.local_addr()?;
+    let journal = match &args.store {
+        Some(url) => {
+            Some(crate::cmd_fleet::start_node(&args, url, &state, &router, local, &agents_cancel, &tracker).await?)
+        }
+        None => start_agents(&args, &state, &router, &agents_cancel, &tracker).await?,
+    };
     tracing::info!(event = "gateway_listening", addr = %local, log_file = %log_path.display(), "gateway listening on http://{local}");
 
-    // SIGHUP reloads the config file; a broken file keeps the old config and says why.
+    // SIGHUP reloads the config file; a broken file keeps the old config and says why. A fleet
+    // node follows the store instead.
     let mut hup = signal(SignalKind::hangup())?;
-    let reload_path = args.config.clone();
+    let reload_path = args.config.clone().filter(|_| args.store.is_none());
     let reload_router = router.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match load_config(&reload_path, &Env::from_process()) {
+            let Some(reload_path) = &reload_path else {
+                tracing::info!(
+                    event = "sighup_ignored",
+                    "SIGHUP ignored: a fleet node takes its config from the store (`flotilla fleet apply`)"
+                );
+                continue;
+            };
+            match load_config(reload_path, &Env::from_process()) {
                 Ok(c) => {
                     reload_router.reload(Arc::new(c));
                     tracing::info!(event = "config_reloaded", path = %reload_path.display(), "config reloaded");
@@ -165,7 +198,8 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(event = "gateway_shutdown", "shutting down: no new requests, draining in-flight ones");
     };
     flotilla_gateway::serve(listener, state, shutdown, Duration::from_secs(args.drain_timeout)).await?;
-    // Intake stopped and HTTP drained: stop the channels and turns, then flush the journal.
+    // Intake stopped and HTTP drained: stop the channels and turns (a fleet node revokes its
+    // lease, so its Slack apps move to other nodes at once), then flush the journal.
     agents_cancel.cancel();
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {

@@ -4,6 +4,7 @@
 mod bench;
 pub mod cli;
 mod cmd_config;
+mod cmd_fleet;
 mod cmd_gateway;
 mod cmd_sim;
 mod demo;
@@ -29,6 +30,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Sim(args) => cmd_sim::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Fleet(args) => cmd_fleet::fleet(args).await,
+            Command::Auth(args) => cmd_fleet::auth(args).await,
         }
     });
     match result {
