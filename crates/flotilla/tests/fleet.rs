@@ -278,6 +278,12 @@ fn three_nodes_apply_take_over_and_roll_back() {
             }
         })
     };
+    // A conversation with a1 before the kill: its thread must continue on the new owner.
+    let a1_dm = h.dm_channel("bob", "a1").expect("dm");
+    let first = h.post_user_message(&a1_dm, "bob", "remember the number 4242", None).expect("post");
+    wait_for("a1's first answer", Duration::from_secs(15), || {
+        h.messages().iter().any(|m| m.thread_ts.as_deref() == Some(first.ts.as_str()) && m.ts != first.ts)
+    });
     std::thread::sleep(Duration::from_secs(2));
     let victim = owners[0].clone();
     let vi = nodes.iter().position(|n| n.name == victim).expect("victim node");
@@ -292,6 +298,7 @@ fn three_nodes_apply_take_over_and_roll_back() {
         "fleet: takeover of a1 from {victim} by {new_owner} in {} ms (lease TTL {TTL_SECS} s)",
         takeover.as_millis()
     );
+    h.post_user_message(&a1_dm, "bob", "which number was it?", Some(&first.ts)).expect("post");
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     talker.join().expect("talker");
@@ -315,7 +322,15 @@ fn three_nodes_apply_take_over_and_roll_back() {
         );
     }
     assert_eq!(r.answered_once, r.sent);
-    assert!(r.sent as u64 >= sent.load(Ordering::Relaxed) - 1);
+    assert!(r.sent as u64 >= sent.load(Ordering::Relaxed));
+    // The new owner answered the follow-up with the thread's history, read from the store.
+    let reqs = ant.handle().requests();
+    let follow_up = reqs
+        .iter()
+        .find(|r| r.body.to_string().contains("which number was it?"))
+        .expect("the follow-up reached the model");
+    let body = follow_up.body.to_string();
+    assert!(body.contains("remember the number 4242"), "the new owner lost the thread's history: {body}");
 
     // The killed node comes back and stays standby for a1.
     nodes[vi].start();
