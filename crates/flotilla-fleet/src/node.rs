@@ -596,8 +596,8 @@ impl Node {
             if self.refresh_backoff.get(&name).is_some_and(|until| Instant::now() < *until) {
                 continue;
             }
-            let Ok(StoredCredential::OAuth(mut cred)) = open_credential(&key_file, &kv.value) else { continue };
-            if !flotilla_auth::needs_refresh(cred.expires_at, now, self.opts.oauth_margin) {
+            let Ok(StoredCredential::OAuth(cached)) = open_credential(&key_file, &kv.value) else { continue };
+            if !flotilla_auth::needs_refresh(cached.expires_at, now, self.opts.oauth_margin) {
                 continue;
             }
             let office = self.opts.keys.oauth_refresher(&name);
@@ -609,13 +609,33 @@ impl Node {
                     continue;
                 }
             }
+            // The cached copy may be older than the store's (this node's own last refresh, whose watch
+            // event has not arrived yet): refresh tokens are single-use, so decide on the stored one.
+            let kv = match store.get(&kv.key).await {
+                Ok(Some(fresh)) => fresh,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(event = "oauth_read_failed", node = %self.opts.name, profile = %name, error = %e);
+                    continue;
+                }
+            };
+            self.sealed.insert(name.clone(), kv.clone());
+            let Ok(StoredCredential::OAuth(mut cred)) = open_credential(&key_file, &kv.value) else { continue };
+            if !flotilla_auth::needs_refresh(cred.expires_at, now, self.opts.oauth_margin) {
+                continue;
+            }
             match cred.refresh(&self.host.http).await {
                 Ok(tokens) => {
                     cred.apply(tokens);
                     let expires = cred.expires_at;
                     let Ok(sealed) = seal_credential(&key_file, &StoredCredential::OAuth(cred)) else { continue };
-                    match store.compare_and_swap(&kv.key, Expect::ModRevision(kv.mod_revision), sealed, None).await {
-                        Ok(CasOutcome::Written { .. }) => {
+                    match store
+                        .compare_and_swap(&kv.key, Expect::ModRevision(kv.mod_revision), sealed.clone(), None)
+                        .await
+                    {
+                        Ok(CasOutcome::Written { revision }) => {
+                            let published = KeyValue { value: sealed, mod_revision: revision, ..kv.clone() };
+                            self.sealed.insert(name.clone(), published);
                             tracing::info!(event = "oauth_refreshed", node = %self.opts.name, profile = %name, expires_at = %flotilla_auth::credential::format_expiry(expires), "refreshed OAuth profile {name} and published the new token");
                         }
                         Ok(CasOutcome::Conflict { .. }) => {
