@@ -318,9 +318,9 @@ impl Router {
     ) -> Result<Answer, AttemptFailure> {
         // A base URL or header value that cannot be sent fails like a request that could not
         // be sent (transient), as it did when it was parsed per request.
-        let uri = up.uri.as_ref().map_err(|e| AttemptFailure::Transport { detail: e.to_string() })?;
+        let endpoint = up.endpoint.as_ref().map_err(|e| AttemptFailure::Transport { detail: e.to_string() })?;
         let headers = cred.headers.as_ref().map_err(|e| AttemptFailure::Transport { detail: e.to_string() })?;
-        let target = Target { model: &cand.model, wire: up.wire, uri, headers };
+        let target = Target { model: &cand.model, wire: up.wire, endpoint, headers };
         if !stream {
             let (resp, timings) = self.upstream.complete(target, req, ttfb, remaining).await?;
             first_send.get_or_insert(timings.sent_at.saturating_duration_since(entered));

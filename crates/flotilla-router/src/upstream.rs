@@ -1,10 +1,17 @@
 //! Upstream HTTP clients: one pooled rustls client that speaks Anthropic Messages, OpenAI
 //! Chat Completions and OpenAI Responses (JSON and SSE) to any configured provider.
 //!
-//! This is hyper-util's pooled client used directly (not reqwest): an attempt clones a `Uri`
-//! and a header map built when the config was loaded, so nothing about the upstream is parsed
-//! or formatted per request.
+//! An attempt clones a `Uri` and a header map built when the config was loaded ([`Endpoint`],
+//! [`static_headers`]), so nothing about the upstream is parsed or formatted per request.
+//! https upstreams go through hyper-util's pooled client (rustls, HTTP/2 when offered);
+//! plain-http upstreams (local model servers, the simulators) through connections driven by
+//! the request's own task ([`inline`]), which saves the hand-offs between tasks.
 
+mod inline;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -15,7 +22,7 @@ use flotilla_proto::{ChatRequest, ChatResponse, StreamEvent, anthropic, openai_c
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -24,6 +31,7 @@ use secrecy::ExposeSecret;
 use thiserror::Error;
 use tokio::time::Instant;
 
+use self::inline::{Address, InlineBody, InlinePool};
 use crate::classify::{FailureClass, classify_status, parse_retry_after};
 
 /// The Anthropic API version flotilla speaks.
@@ -115,14 +123,81 @@ pub struct Timings {
 }
 
 /// Where one attempt goes: everything per provider and credential was built when the config
-/// was loaded ([`endpoint_uri`], [`static_headers`]), so an attempt only clones it.
+/// was loaded ([`Endpoint::new`], [`static_headers`]), so an attempt only clones it.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     pub model: &'a str,
     pub wire: WireApi,
-    pub uri: &'a Uri,
+    pub endpoint: &'a Endpoint,
     /// Content type, user agent, API version, auth and the provider's own headers.
     pub headers: &'a HeaderMap,
+}
+
+/// One wire API's endpoint on one provider.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    uri: Uri,
+    /// For http:// upstreams: the origin-form path, `Host` value and address for [`inline`].
+    plain: Option<Plain>,
+}
+
+#[derive(Debug, Clone)]
+struct Plain {
+    path: Uri,
+    host: HeaderValue,
+    addr: Address,
+}
+
+impl Endpoint {
+    /// The endpoint of `wire` on a provider whose base URL is `base_url` (with or without a
+    /// trailing `/v1`).
+    pub fn new(base_url: &str, wire: WireApi) -> Result<Self, EndpointError> {
+        let path = match wire {
+            WireApi::Messages => "/v1/messages",
+            WireApi::ChatCompletions => "/v1/chat/completions",
+            WireApi::Responses => "/v1/responses",
+        };
+        let base = base_url.trim_end_matches('/');
+        let url = match base.strip_suffix("/v1") {
+            Some(stripped) => format!("{stripped}{path}"),
+            None => format!("{base}{path}"),
+        };
+        let bad = |reason: &str| EndpointError::Url { url: url.clone(), reason: reason.to_owned() };
+        let uri = Uri::try_from(url.as_str()).map_err(|e| bad(&e.to_string()))?;
+        let host = match uri.host() {
+            Some(h) if !h.is_empty() => h,
+            _ => return Err(bad("no host")),
+        };
+        let plain = match uri.scheme_str() {
+            Some("https") => None,
+            Some("http") => {
+                let port = uri.port_u16().unwrap_or(80);
+                let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
+                // Credentials in the URL would land in the Host header; reqwest refused them too.
+                if authority.contains('@') {
+                    return Err(bad("credentials in the url are not supported; use auth"));
+                }
+                let key = format!("{host}:{port}");
+                let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
+                Some(Plain {
+                    path: Uri::try_from(path_and_query).map_err(|e| bad(&e.to_string()))?,
+                    host: HeaderValue::try_from(authority).map_err(|_| bad("host is not a valid header value"))?,
+                    addr: Address {
+                        key: key.into(),
+                        host: host.trim_start_matches('[').trim_end_matches(']').into(),
+                        port,
+                    },
+                })
+            }
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        Ok(Endpoint { uri, plain })
+    }
+
+    /// The absolute URI.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
 }
 
 /// Why the upstream client could not be built.
@@ -147,37 +222,13 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 #[derive(Clone)]
 pub struct UpstreamClient {
     http: HttpsClient,
+    inline: Arc<InlinePool>,
 }
 
 impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamClient").finish_non_exhaustive()
     }
-}
-
-/// The URI of `wire`'s endpoint on a provider whose base URL is `base_url` (with or without a
-/// trailing `/v1`).
-pub fn endpoint_uri(base_url: &str, wire: WireApi) -> Result<Uri, EndpointError> {
-    let path = match wire {
-        WireApi::Messages => "/v1/messages",
-        WireApi::ChatCompletions => "/v1/chat/completions",
-        WireApi::Responses => "/v1/responses",
-    };
-    let base = base_url.trim_end_matches('/');
-    let url = match base.strip_suffix("/v1") {
-        Some(stripped) => format!("{stripped}{path}"),
-        None => format!("{base}{path}"),
-    };
-    let bad = |reason: &str| EndpointError::Url { url: url.clone(), reason: reason.to_owned() };
-    let uri = Uri::try_from(url.as_str()).map_err(|e| bad(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(bad("the scheme must be http or https")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad("no host"));
-    }
-    Ok(uri)
 }
 
 /// The headers every request to `provider` with `credential` carries. The auth header is
@@ -238,7 +289,13 @@ impl UpstreamClient {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
-        Ok(UpstreamClient { http })
+        let inline = Arc::new(InlinePool::new(512, Duration::from_secs(60), Duration::from_secs(5)));
+        Ok(UpstreamClient { http, inline })
+    }
+
+    /// Plain-http connections opened since start (each one served every request it could).
+    pub fn plain_connections_opened(&self) -> u64 {
+        self.inline.connections_opened()
     }
 
     /// Sends the request and waits for the response head, within `ttfb`.
@@ -248,7 +305,7 @@ impl UpstreamClient {
         req: &ChatRequest,
         stream: bool,
         ttfb: Duration,
-    ) -> Result<(Response<Incoming>, Instant), AttemptFailure> {
+    ) -> Result<(Response<UpstreamBody>, Instant), AttemptFailure> {
         let body = match t.wire {
             WireApi::Messages => anthropic::encode_request(req, t.model, stream),
             WireApi::ChatCompletions => openai_chat::encode_request(req, t.model, stream),
@@ -256,17 +313,30 @@ impl UpstreamClient {
         };
         let mut request = Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = t.uri.clone();
         *request.headers_mut() = t.headers.clone();
         request.headers_mut().insert(
             header::ACCEPT,
             HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
         );
         let sent_at = Instant::now();
-        let resp = match tokio::time::timeout(ttfb, self.http.request(request)).await {
-            Err(_) => return Err(AttemptFailure::Timeout { after: ttfb }),
-            Ok(Err(e)) => return Err(transport(&e)),
-            Ok(Ok(r)) => r,
+        let resp = match &t.endpoint.plain {
+            Some(plain) => {
+                *request.uri_mut() = plain.path.clone();
+                request.headers_mut().insert(header::HOST, plain.host.clone());
+                match tokio::time::timeout(ttfb, self.inline.request(&plain.addr, request)).await {
+                    Err(_) => return Err(AttemptFailure::Timeout { after: ttfb }),
+                    Ok(Err(e)) => return Err(transport(&e)),
+                    Ok(Ok(r)) => r.map(UpstreamBody::Inline),
+                }
+            }
+            None => {
+                *request.uri_mut() = t.endpoint.uri.clone();
+                match tokio::time::timeout(ttfb, self.http.request(request)).await {
+                    Err(_) => return Err(AttemptFailure::Timeout { after: ttfb }),
+                    Ok(Err(e)) => return Err(transport(&e)),
+                    Ok(Ok(r)) => r.map(UpstreamBody::Pooled),
+                }
+            }
         };
         if resp.status().is_success() {
             return Ok((resp, sent_at));
@@ -324,7 +394,7 @@ impl UpstreamClient {
     }
 }
 
-async fn error_from_response(resp: Response<Incoming>, wire: WireApi, wait: Duration) -> AttemptFailure {
+async fn error_from_response(resp: Response<UpstreamBody>, wire: WireApi, wait: Duration) -> AttemptFailure {
     let (head, mut incoming) = resp.into_parts();
     let status = head.status.as_u16();
     let headers = &head.headers;
@@ -368,6 +438,38 @@ async fn error_from_response(resp: Response<Incoming>, wire: WireApi, wait: Dura
     AttemptFailure::Http { status, retry_after, error, request_id }
 }
 
+/// A response body from either client.
+enum UpstreamBody {
+    Pooled(Incoming),
+    Inline(InlineBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Pooled(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Inline(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Pooled(b) => b.is_end_stream(),
+            UpstreamBody::Inline(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Pooled(b) => b.size_hint(),
+            UpstreamBody::Inline(b) => b.size_hint(),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Decoder {
     Anthropic(anthropic::StreamDecoder),
@@ -394,7 +496,7 @@ impl Decoder {
 
 /// An upstream SSE stream decoded into canonical events.
 pub struct UpstreamStream {
-    body: Incoming,
+    body: UpstreamBody,
     parser: SseParser,
     decoder: Decoder,
     sse: Vec<SseEvent>,
@@ -488,7 +590,7 @@ mod tests {
 
     #[test]
     fn endpoint_uri_appends_the_wire_path_once() {
-        let uri = |base, wire| endpoint_uri(base, wire).map(|u| u.to_string());
+        let uri = |base, wire| Endpoint::new(base, wire).map(|e| e.uri().to_string());
         assert_eq!(
             uri("http://127.0.0.1:4000", WireApi::Messages).ok().as_deref(),
             Some("http://127.0.0.1:4000/v1/messages")
@@ -498,8 +600,23 @@ mod tests {
             Some("https://api.openai.com/v1/chat/completions")
         );
         assert_eq!(uri("https://h/proxy/v1", WireApi::Responses).ok().as_deref(), Some("https://h/proxy/v1/responses"));
-        assert!(matches!(endpoint_uri("ftp://h", WireApi::Messages), Err(EndpointError::Url { .. })));
-        assert!(matches!(endpoint_uri("not a url", WireApi::Messages), Err(EndpointError::Url { .. })));
+        assert!(matches!(Endpoint::new("ftp://h", WireApi::Messages), Err(EndpointError::Url { .. })));
+        assert!(matches!(Endpoint::new("not a url", WireApi::Messages), Err(EndpointError::Url { .. })));
+        assert!(matches!(Endpoint::new("http://u:p@h", WireApi::Messages), Err(EndpointError::Url { .. })));
+    }
+
+    #[test]
+    fn plain_http_endpoints_carry_path_host_and_address() {
+        let e = Endpoint::new("http://127.0.0.1:4000/", WireApi::Messages).expect("endpoint");
+        let plain = e.plain.as_ref().expect("plain http");
+        assert_eq!(plain.path, "/v1/messages");
+        assert_eq!(plain.host, "127.0.0.1:4000");
+        assert_eq!((&*plain.addr.key, &*plain.addr.host, plain.addr.port), ("127.0.0.1:4000", "127.0.0.1", 4000));
+        let e = Endpoint::new("http://[::1]", WireApi::ChatCompletions).expect("endpoint");
+        let plain = e.plain.as_ref().expect("plain http");
+        assert_eq!((&*plain.addr.key, &*plain.addr.host, plain.addr.port), ("[::1]:80", "::1", 80));
+        assert_eq!(plain.host, "[::1]");
+        assert!(Endpoint::new("https://api.anthropic.com", WireApi::Messages).expect("endpoint").plain.is_none());
     }
 
     #[test]

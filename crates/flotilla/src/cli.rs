@@ -180,6 +180,15 @@ pub struct DemoArgs {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run the fleet demo instead: N gateway processes on one store, the incident (no fallback,
+    /// Anthropic overloaded), the fix applied to every node, then a node killed and its agents
+    /// moving. 0 = the single-gateway demo.
+    #[arg(long, default_value = "0", value_name = "N")]
+    pub nodes: usize,
+    /// The fleet demo's store [default: an embedded SQLite store in a temporary directory];
+    /// e.g. etcd://127.0.0.1:2379.
+    #[arg(long, value_name = "URL", requires = "nodes")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -98,6 +98,9 @@ struct SlackReport {
 const PRIMARY: &str = "anthropic/claude-opus-4-6";
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.nodes > 0 {
+        return crate::demo_fleet::run(args).await;
+    }
     let (before, outage, after) =
         if args.quick { (2, 4, 5) } else { (args.before_secs, args.outage_secs, args.after_secs) };
     let cooldown = if args.quick { 1 } else { args.cooldown_secs };

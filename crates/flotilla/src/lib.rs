@@ -8,6 +8,7 @@ mod cmd_fleet;
 mod cmd_gateway;
 mod cmd_sim;
 mod demo;
+mod demo_fleet;
 
 use std::process::ExitCode;
 

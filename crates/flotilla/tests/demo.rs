@@ -32,3 +32,27 @@ fn quick_demo_loses_nothing_and_the_primary_comes_back() {
     // The live summary went to stderr.
     assert!(stderr.contains("[during outage]"), "{stderr}");
 }
+
+#[test]
+fn fleet_demo_applies_the_fix_everywhere_and_moves_a_dead_nodes_agents() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["demo", "--nodes", "3", "--quick", "--json"])
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fleet demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).expect("json report");
+    assert_eq!(r["nodes"], 3);
+    assert!(r["store"].as_str().is_some_and(|s| s.starts_with("sqlite:")), "{r}");
+    // Without a fallback the overload left messages waiting; the fix was applied to every node.
+    assert!(r["waiting_before_fix"].as_u64().is_some_and(|n| n > 0), "{r}");
+    assert_eq!(r["fix_version"], 2);
+    // A node was killed and its agents moved; every message answered exactly once.
+    assert!(r["moved"].as_array().is_some_and(|m| !m.is_empty()), "{r}");
+    assert!(r["takeover_ms"].as_u64().is_some_and(|ms| ms > 0), "{r}");
+    assert!(r["messages_sent"].as_u64().is_some_and(|n| n > 20), "{r}");
+    assert_eq!(r["messages_sent"], r["answered"]);
+    assert_eq!((r["lost"].as_u64(), r["doubled"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(r["passed"], true);
+}
