@@ -144,6 +144,20 @@ async fn scale_run(store: Arc<dyn Store>, backend: &str) {
     assert_eq!(s.desired.as_ref().map(|d| d.version), Some(2));
     assert!(s.nodes.iter().all(|n| n.config_version == Some(2)), "a node left v2");
 
+    // A canary apply of a config the canary cannot run: only the canary tries it; the rest never see it.
+    let canary = ApplyOptions { canary: Some(1), ..lenient.clone() };
+    let r4 = ops::apply(store.as_ref(), &keys, &config(true, true), &canary, |_| {}).await.expect("apply v4");
+    assert!(!r4.ok());
+    assert_eq!((r4.nodes, r4.failed.len(), r4.rolled_back_to), (1, 1, Some(2)), "{r4:?}");
+    let s = ops::status(store.as_ref(), &keys).await.expect("status");
+    let tried: Vec<&str> = s
+        .nodes
+        .iter()
+        .filter(|n| n.failed.as_ref().is_some_and(|f| f.version == r4.version))
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(tried.len(), 1, "only the canary may try the new version: {tried:?}");
+
     // An explicit rollback to v1 converges too.
     let r = ops::rollback(store.as_ref(), &keys, Some(1), Duration::from_secs(60), |_| {}).await.expect("rollback");
     assert!(r.ok() && r.converged.len() == n, "{r:?}");

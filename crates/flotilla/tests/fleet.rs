@@ -90,12 +90,15 @@ auth = ["oai-key"]
 "#
     );
     for (i, (app, ..)) in APPS.iter().enumerate() {
+        // a3 prefers n2; the others are spread by the fleet.
+        let node = if *app == "a3" { r#"node = "n2""# } else { "" };
         let bot = if bad_bot_secret && i == 0 { "slack/bad/bot".to_owned() } else { format!("slack/{app}/bot") };
         out.push_str(&format!(
             r#"
 [[agents.list]]
 id = "agent-{app}"
 slack = "{app}"
+{node}
 
 [slack.{app}]
 app_token = "secret:slack/{app}/app"
@@ -243,6 +246,7 @@ fn three_nodes_apply_take_over_and_roll_back() {
     });
     let s = status(&store, &key);
     let owners: Vec<String> = APPS.iter().map(|(app, ..)| owner_of(&s, app).expect("owner")).collect();
+    assert_eq!(owners[2], "n2", "a3 runs on its preferred node");
     let conns_before: Vec<u64> = APPS.iter().map(|(app, ..)| h.connections(app)[0].id).collect();
 
     // v2: the incident's fix (an openai fallback for every agent), with a canary: hot, no reconnect.
@@ -348,6 +352,11 @@ fn three_nodes_apply_take_over_and_roll_back() {
     assert_eq!(h.connection_count("a1"), 1);
     let back = s["nodes"].as_array().unwrap().iter().find(|x| x["name"] == victim.as_str()).cloned().unwrap();
     assert_eq!(back["channels"]["a1"]["role"], "standby", "{back}");
+
+    // A preferred node that comes back gets its agent back (a3 prefers n2).
+    wait_for("a3 on its preferred node", Duration::from_secs(ttl_secs + 15), || {
+        owner_of(&status(&store, &key), "a3").as_deref() == Some("n2") && h.connection_count("a3") == 1
+    });
 
     // v3 breaks a1's bot token: its owner rolls back, apply names it and exits 1, the fleet goes back to v2.
     let cfg3 = dir.path().join("v3.toml");

@@ -56,7 +56,7 @@ struct Conn {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -138,7 +138,7 @@ impl InlinePool {
     }
 
     /// The most recently used idle connection that is still open and ready, if any.
-    async fn checkout(&self, addr: &Address) -> Option<Conn> {
+    async fn checkout(&self, addr: &Address) -> Option<Box<Conn>> {
         loop {
             let idle = {
                 let mut map = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -162,7 +162,7 @@ impl InlinePool {
         }
     }
 
-    async fn connect(&self, addr: &Address) -> Result<Conn, InlineError> {
+    async fn connect(&self, addr: &Address) -> Result<Box<Conn>, InlineError> {
         let connect = TcpStream::connect((&*addr.host, addr.port));
         let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
             Err(_) => return Err(InlineError::ConnectTimeout(self.connect_timeout)),
@@ -171,10 +171,11 @@ impl InlinePool {
         stream.set_nodelay(true).map_err(InlineError::Connect)?;
         let (sender, conn) = Builder::new().handshake(TokioIo::new(stream)).await.map_err(InlineError::Http)?;
         self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(Conn { sender, conn })
+        // Boxed: the connection state is large and moves between the pool and bodies.
+        Ok(Box::new(Conn { sender, conn }))
     }
 
-    fn put(&self, key: Arc<str>, conn: Conn) {
+    fn put(&self, key: Arc<str>, conn: Box<Conn>) {
         let mut map = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let list = map.entry(key).or_default();
         self.expire(list);
@@ -197,9 +198,15 @@ impl InlinePool {
 pub(crate) struct InlineBody {
     body: Incoming,
     /// `None` once the connection ended (it is not reused then).
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     pool: Arc<InlinePool>,
     addr: Arc<str>,
+}
+
+impl std::fmt::Debug for InlineBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InlineBody").field("addr", &self.addr).finish_non_exhaustive()
+    }
 }
 
 impl Body for InlineBody {
