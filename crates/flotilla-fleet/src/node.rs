@@ -546,17 +546,35 @@ impl Node {
 
     /// Problems of the apps this node owns (empty when all are connected).
     fn channel_problems(&self) -> (Vec<String>, bool) {
+        let (problems, _, hard) = self.channel_health();
+        (problems, hard)
+    }
+
+    /// Problems, warnings, and whether a problem is final (a disabled channel). `num_connections > 1` in the
+    /// last `hello` is a warning, not a problem: inside the fleet the app's lease already rules out a second
+    /// owner, and the count is only refreshed at the next connect, so a sleeping node's ghost socket (closed
+    /// since) would otherwise keep the new owner unhealthy.
+    fn channel_health(&self) -> (Vec<String>, Vec<String>, bool) {
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         let mut hard = false;
         for (app, r) in &self.agents {
-            let s = r.status.snapshot();
+            let mut s = r.status.snapshot();
+            if s.duplicate_gateway {
+                warnings.push(format!(
+                    "slack app {app}: Slack reported {} connections for this token when this node connected (a gateway outside the fleet, or a sleeping node's old socket)",
+                    s.num_connections
+                ));
+                s.duplicate_gateway = false;
+            }
             if let Some(p) = s.not_ready(Duration::from_secs(10)) {
                 hard |= matches!(s.state, flotilla_slack::channel::State::Disabled);
                 problems.push(format!("slack app {app}: {p}"));
             }
         }
         problems.sort();
-        (problems, hard)
+        warnings.sort();
+        (problems, warnings, hard)
     }
 
     /// Finishes verifying a new version: healthy → it is the new good one; a disabled channel or the deadline
@@ -660,7 +678,7 @@ impl Node {
     }
 
     fn report(&self, extra_problems: Vec<String>) -> NodeReport {
-        let (mut problems, _) = self.channel_problems();
+        let (mut problems, warnings, _) = self.channel_health();
         problems.extend(extra_problems);
         if let Some(p) = &self.secrets_problem {
             problems.push(p.clone());
@@ -674,7 +692,8 @@ impl Node {
                 let Some(app) = &agent.slack else { continue };
                 let report = match self.agents.get(app) {
                     Some(ra) => {
-                        let s = ra.status.snapshot();
+                        let mut s = ra.status.snapshot();
+                        s.duplicate_gateway = false;
                         ChannelReport {
                             agent: ra.agent.clone(),
                             role: "owner".to_owned(),
@@ -713,6 +732,7 @@ impl Node {
             failed: self.failed.clone(),
             healthy: problems.is_empty() && self.verifying.is_none(),
             problems,
+            warnings,
             channels,
             breakers,
             updated_at_ms: 0,

@@ -343,6 +343,9 @@ pub fn render_status(s: &FleetStatus) -> String {
         for p in &n.problems {
             let _ = writeln!(out, "    problem: {p}");
         }
+        for w in &n.warnings {
+            let _ = writeln!(out, "    warning: {w}");
+        }
         if let Some(f) = &n.failed {
             let back = f.rolled_back_to.map_or_else(String::new, |v| format!(", rolled back to v{v}"));
             let _ = writeln!(out, "    rejected v{}: {}{back}", f.version, f.reason);

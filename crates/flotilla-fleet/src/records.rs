@@ -52,6 +52,9 @@ pub struct NodeReport {
     pub healthy: bool,
     /// What is wrong when not healthy.
     pub problems: Vec<String>,
+    /// Worth a look, but not a health failure.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Slack apps: this node's role for each app of the config.
     pub channels: BTreeMap<String, ChannelReport>,
     /// Circuit breakers that are not closed (`provider/model/credential` → state).

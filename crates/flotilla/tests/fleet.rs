@@ -349,9 +349,29 @@ fn three_nodes_apply_take_over_and_roll_back() {
     std::thread::sleep(Duration::from_secs(2));
     let s = status(&store, &key);
     assert_eq!(owner_of(&s, "a1").as_deref(), Some(new_owner.as_str()), "ownership moved back: {s}");
+    let s = status(&store, &key);
     assert_eq!(h.connection_count("a1"), 1);
     let back = s["nodes"].as_array().unwrap().iter().find(|x| x["name"] == victim.as_str()).cloned().unwrap();
     assert_eq!(back["channels"]["a1"]["role"], "standby", "{back}");
+
+    // A node that sleeps (SIGSTOP) past its lease: its app moves; when it wakes, its lease is gone, so it closes
+    // its socket (still open in the kernel all along) and stands by instead of using the token.
+    let sleeper = owner_of(&s, "a2").expect("a2 owner");
+    let si = nodes.iter().position(|n| n.name == sleeper).expect("sleeper");
+    let pid = nodes[si].child.as_ref().expect("running").id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill -STOP").success());
+    wait_for("a2 to move off the sleeping node", Duration::from_secs(ttl_secs + 15), || {
+        owner_of(&status(&store, &key), "a2").is_some_and(|o| o != sleeper)
+    });
+    let a2_owner = owner_of(&status(&store, &key), "a2").unwrap();
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().expect("kill -CONT").success());
+    wait_for("the woken node to let go of a2's socket", Duration::from_secs(10), || h.connection_count("a2") == 1);
+    wait_for("the woken node to report standby", Duration::from_secs(ttl_secs + 15), || {
+        status(&store, &key)["nodes"].as_array().is_some_and(|n| {
+            n.iter().any(|x| x["name"] == sleeper.as_str() && x["channels"]["a2"]["role"] == "standby")
+        })
+    });
+    assert_eq!(owner_of(&status(&store, &key), "a2").as_deref(), Some(a2_owner.as_str()));
 
     // A preferred node that comes back gets its agent back (a3 prefers n2).
     wait_for("a3 on its preferred node", Duration::from_secs(ttl_secs + 15), || {
@@ -367,6 +387,16 @@ fn three_nodes_apply_take_over_and_roll_back() {
     assert_eq!(out.status.code(), Some(1), "a broken config must fail the apply: {err}");
     assert!(err.contains(&format!("FAILED on {new_owner}")) && err.contains("a1"), "{err}");
     assert!(err.contains("set back to v2"), "{err}");
+    let back_on_v2 = |s: &Value| {
+        s["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 3 && n.iter().all(|x| x["config_version"] == 2 && x["healthy"] == true))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !back_on_v2(&status(&store, &key)) {
+        assert!(Instant::now() < deadline, "not every node back on v2: {:#}", status(&store, &key));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     wait_for("every node back on v2", Duration::from_secs(20), || {
         let s = status(&store, &key);
         s["nodes"]
