@@ -616,7 +616,9 @@ impl Checker<'_> {
             match profiles.get(profile) {
                 None if stored.is_some() => {
                     if let Some(sa) = stored {
-                        if sa.provider != name {
+                        // An empty provider: the profile's name is known but it could not be opened here
+                        // (no key file on this machine); nodes check it for real.
+                        if !sa.provider.is_empty() && sa.provider != name {
                             self.err(
                                 &a_path,
                                 format!(

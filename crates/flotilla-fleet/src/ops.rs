@@ -374,6 +374,26 @@ pub fn render_status(s: &FleetStatus) -> String {
     out
 }
 
+/// Refuses a key file that cannot open what the store already holds: sealing new credentials with another
+/// key would leave the nodes able to open only some of them.
+pub async fn check_key_matches(store: &dyn Store, keys: &Keys, key: &KeyFile) -> Result<(), FleetError> {
+    for prefix in [keys.auth_profiles(), keys.secrets()] {
+        if let Some(kv) = store.list(&prefix).await?.kvs.first() {
+            if let Err(e) = open_credential(key, &kv.value) {
+                return Err(FleetError::Secret {
+                    name: kv.key.clone(),
+                    error: format!(
+                        "{e}; this key file ({}) is not the fleet's: copy the fleet key file from a node (or point --key-file at it)",
+                        key.fingerprint()
+                    ),
+                });
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// Stores (or replaces) a sealed auth profile; returns whether it replaced one.
 pub async fn auth_add(
     store: &dyn Store,
@@ -383,6 +403,7 @@ pub async fn auth_add(
     cred: &StoredCredential,
 ) -> Result<bool, FleetError> {
     check_name(name)?;
+    check_key_matches(store, keys, key).await?;
     let sealed =
         seal_credential(key, cred).map_err(|e| FleetError::Secret { name: name.to_owned(), error: e.to_string() })?;
     let existed = store.get(&keys.auth_profile(name)).await?.is_some();
@@ -399,6 +420,7 @@ pub async fn secret_put(
     cred: &StoredCredential,
 ) -> Result<bool, FleetError> {
     check_name(path)?;
+    check_key_matches(store, keys, key).await?;
     let sealed =
         seal_credential(key, cred).map_err(|e| FleetError::Secret { name: path.to_owned(), error: e.to_string() })?;
     let existed = store.get(&keys.secret(path)).await?.is_some();

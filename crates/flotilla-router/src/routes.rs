@@ -274,7 +274,10 @@ key = "env:B"
         let r = routes();
         let plan = r.plan("agent").expect("agent");
         let ant = plan.candidates[0].upstream.as_ref().expect("configured");
-        assert_eq!(ant.endpoint.as_ref().map(|e| e.uri().to_string()).ok().as_deref(), Some("http://127.0.0.1:9/v1/messages"));
+        assert_eq!(
+            ant.endpoint.as_ref().map(|e| e.uri().to_string()).ok().as_deref(),
+            Some("http://127.0.0.1:9/v1/messages")
+        );
         let names: Vec<&str> = ant.credentials.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["ant-a", "ant-b"]);
         let b = &ant.credentials[1];

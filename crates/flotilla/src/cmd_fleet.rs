@@ -240,7 +240,12 @@ pub async fn auth(args: AuthArgs) -> anyhow::Result<ExitCode> {
             };
             ops::auth_add(store.as_ref(), &keys, &key, &name, &cred).await.map(|replaced| {
                 let verb = if replaced { "replaced" } else { "stored" };
-                eprintln!("{verb} auth profile {name} ({}) in {}; nodes pick it up now", cred.kind(), store.describe());
+                eprintln!(
+                    "{verb} auth profile {name} ({}) in {}, sealed with key {}; nodes pick it up now",
+                    cred.kind(),
+                    store.describe(),
+                    key.fingerprint()
+                );
                 ExitCode::SUCCESS
             })
         }

@@ -125,6 +125,12 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         },
         (None, None) => anyhow::bail!("give --config FILE, or --store URL --node NAME to join a fleet"),
     };
+    if let (Some(_), Some(path)) = (&args.store, &args.config) {
+        eprintln!(
+            "note: --config {} is not used by a fleet node: it runs the config applied with `flotilla fleet apply`",
+            path.display()
+        );
+    }
     let log_name = match (&args.store, &args.node) {
         (Some(_), Some(node)) => format!("gateway-{node}"),
         _ => "gateway".to_owned(),

@@ -186,6 +186,18 @@ fn three_nodes_apply_take_over_and_roll_back() {
     .concat();
     let out = flotilla(&args, &[]);
     assert!(out.status.success(), "auth add oauth: {}", String::from_utf8_lossy(&out.stderr));
+    // A second key file cannot add to a store sealed with the fleet's key.
+    let other_key = dir.path().join("other.key").display().to_string();
+    let out = flotilla(
+        &["auth", "secret", "x/y", "--from-env", "V", "--store", &store, "--key-file", &other_key],
+        &[("V", "v")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not the fleet's"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = flotilla(&[&["auth", "list"], &common[..]].concat(), &[]);
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains("ant-key") && listed.contains("api-key for anthropic"), "{listed}");

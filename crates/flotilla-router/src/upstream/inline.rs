@@ -209,6 +209,27 @@ impl std::fmt::Debug for InlineBody {
     }
 }
 
+impl Drop for InlineBody {
+    fn drop(&mut self) {
+        // A stream is dropped right after its terminal event, usually before the chunked
+        // terminator was read. When the end of the message has already arrived, finish it here
+        // (without waiting) so the connection can be reused instead of closed.
+        if self.conn.is_none() {
+            return;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            match Pin::new(&mut *self).poll_frame(&mut cx) {
+                // Trailers or an empty chunk: keep going; the end may be right behind.
+                Poll::Ready(Some(Ok(f))) if f.data_ref().is_none_or(Bytes::is_empty) => continue,
+                // Done (the connection went back to the pool), failed, pending or unread data:
+                // whatever connection is left is closed with this body.
+                _ => return,
+            }
+        }
+    }
+}
+
 impl Body for InlineBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -301,6 +322,28 @@ mod tests {
         let second = pool.request(&addr, request(&addr)).await.expect("response");
         second.into_body().collect().await.expect("body");
         assert_eq!(pool.connections_opened(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stream_dropped_after_its_last_event_keeps_its_connection() {
+        let (_sim, addr) = sim().await;
+        let pool = pool();
+        let mut req = request(&addr);
+        *req.body_mut() =
+            Full::new(Bytes::from_static(br#"{"model":"gpt-5","stream":true,"messages":[{"role":"user","content":"hi"}]}"#));
+        let mut body = pool.request(&addr, req).await.expect("response").into_body();
+        let mut text = Vec::new();
+        while !text.ends_with(b"data: [DONE]\n\n") {
+            let frame = body.frame().await.expect("more frames").expect("frame");
+            text.extend_from_slice(frame.data_ref().expect("data"));
+        }
+        // Give the terminating chunk time to arrive, as it does while a gateway forwards the
+        // last event, then drop the body without reading it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(body);
+        let resp = pool.request(&addr, request(&addr)).await.expect("response");
+        resp.into_body().collect().await.expect("body");
+        assert_eq!(pool.connections_opened(), 1, "the stream's connection was reused");
     }
 
     #[tokio::test]
