@@ -219,9 +219,8 @@ pub async fn run<I: Inbox>(
     let mut backoff = cfg.backoff_min;
     let mut connect_at: Option<Instant> = Some(Instant::now());
     let mut need_catch_up = true;
-    // Cursors as they were when the gap began: messages recorded live after reconnecting must
-    // not move the catch-up start past the ones missed during the gap.
-    let mut gap_cursors: Option<Vec<(String, String)>> = inbox.cursors(&cfg.app).await.ok();
+    // Catch-up starts from the durable sync marks, which move only when a catch-up completes, so
+    // messages recorded live after reconnecting cannot move its start past the ones missed in the gap.
     let catch_up_running = Arc::new(CatchUpGate::default());
     let mut clock = SleepDetector::new(cfg.sleep_jump);
     // After we abandon a socket (stale, host slept), Slack may count it for a while: a second
@@ -252,7 +251,6 @@ pub async fn run<I: Inbox>(
                     status.update(|s| { s.host_sleeps_detected += 1; s.last_reconnect_reason = Some(why.clone()); });
                     for c in conns.values() { c.close(); }
                     ghost_until = Some(Instant::now() + Duration::from_secs(60));
-                    if !need_catch_up { gap_cursors = inbox.cursors(&cfg.app).await.ok(); }
                     need_catch_up = true;
                     connect_at = Some(Instant::now());
                 }
@@ -303,8 +301,7 @@ pub async fn run<I: Inbox>(
                         tracing::info!(event = "slack_connected", app = %cfg.app, conn, num_connections, "socket mode connected");
                         if need_catch_up {
                             need_catch_up = false;
-                            let cursors = gap_cursors.take();
-                            spawn_catch_up(&tracker, &catch_up_running, cursors, &cfg, &web, &inbox, &status, &cancel);
+                            spawn_catch_up(&tracker, &catch_up_running, None, &cfg, &web, &inbox, &status, &cancel);
                         }
                     }
                     ConnEvent::Envelope { conn, envelope } => {
@@ -350,7 +347,6 @@ pub async fn run<I: Inbox>(
                         }
                         status.update(|s| s.open_connections = conns.len());
                         if conns.is_empty() && !cancel.is_cancelled() {
-                            if !need_catch_up { gap_cursors = inbox.cursors(&cfg.app).await.ok(); }
                             need_catch_up = true;
                             status.update(|s| { s.state = State::Connecting; s.reconnects += 1; s.last_reconnect_reason = Some(reason.clone()); });
                             if connect_at.is_none() {
