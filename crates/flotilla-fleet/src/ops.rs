@@ -475,3 +475,69 @@ pub fn read_config_file(path: &Path) -> Result<(String, std::path::PathBuf), Fle
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Ok((text, base))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{ChannelReport, FailedApply};
+
+    fn node(name: &str, version: u64, healthy: bool) -> NodeReport {
+        NodeReport { name: name.to_owned(), config_version: Some(version), healthy, ..Default::default() }
+    }
+
+    #[test]
+    fn status_names_versions_owners_standbys_and_failures() {
+        let mut a = node("mini-1", 12, true);
+        a.channels.insert(
+            "family-app".to_owned(),
+            ChannelReport {
+                agent: "family".to_owned(),
+                role: "owner".to_owned(),
+                state: "connected".to_owned(),
+                owner: None,
+            },
+        );
+        let mut b = node("mini-2", 11, false);
+        b.problems.push("slack app ops-app: connecting".to_owned());
+        b.failed = Some(FailedApply { version: 12, reason: "bad token".to_owned(), rolled_back_to: Some(11) });
+        b.channels.insert(
+            "family-app".to_owned(),
+            ChannelReport {
+                agent: "family".to_owned(),
+                role: "standby".to_owned(),
+                state: "standby".to_owned(),
+                owner: Some("mini-1".to_owned()),
+            },
+        );
+        b.breakers.insert("anthropic/claude-opus-4-6/main".to_owned(), "open".to_owned());
+        let s = FleetStatus {
+            store: "etcd 127.0.0.1:2379".to_owned(),
+            desired: Some(Desired { version: 12, canary: None }),
+            versions: vec![11, 12],
+            nodes: vec![a, b],
+            owners: [(
+                "family-app".to_owned(),
+                AppOwner { node: "mini-1".to_owned(), agent: "family".to_owned(), since_ms: 0 },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let text = render_status(&s);
+        assert!(text.contains("desired config: v12; 1/2 nodes on it and healthy"), "{text}");
+        assert!(text.contains("mini-2           v11      DEGRADED"), "{text}");
+        assert!(text.contains("rejected v12: bad token, rolled back to v11"), "{text}");
+        assert!(text.contains("breaker anthropic/claude-opus-4-6/main: open"), "{text}");
+        assert!(text.contains("family-app               mini-1           family"), "{text}");
+        assert!(text.contains("standby: family-app on mini-2"), "{text}");
+    }
+
+    #[test]
+    fn names_must_be_plain_paths() {
+        for ok in ["slack/family-app/bot", "anthropic-main", "a.b_c"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/x", "x/", "a//b", "a b", "a\nb", "ä"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
