@@ -108,8 +108,15 @@ pub async fn run(opts: NodeOptions, host: NodeHost, cancel: CancellationToken) -
         match node.register(keeper.id(), &lost, &cancel).await {
             Ok(()) => {
                 tracing::info!(event = "node_registered", node = %node.opts.name, lease = keeper.id().0, store = %node.host.store.describe(), "node registered");
-                if let Err(e) = node.serve(keeper.id(), &lost, &cancel).await {
-                    tracing::warn!(event = "node_serve_error", node = %node.opts.name, error = %e);
+                // A store error (etcd restarting, a busy SQLite file) is not a lost lease: keep the apps
+                // running and start watching again; only `lost` (or shutdown) ends this lease's term.
+                while let Err(e) = node.serve(keeper.id(), &lost, &cancel).await {
+                    tracing::warn!(event = "node_store_error", node = %node.opts.name, error = %e, "store error; watching again in 500 ms");
+                    tokio::select! {
+                        _ = lost.cancelled() => break,
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
                 }
             }
             Err(e) => tracing::warn!(event = "node_register_failed", node = %node.opts.name, error = %e),
