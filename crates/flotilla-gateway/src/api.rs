@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use flotilla_proto::{
     ApiError, ApiFormat, ChatRequest, ChatResponse, ErrorKind, ProtoError, StreamEvent, anthropic, openai_chat,
     openai_responses,
 };
-use flotilla_router::{Answered, CommittedStream, RouteError};
+use flotilla_router::{CommittedStream, RouteError};
 use flotilla_telemetry::events::RequestFinished;
 use tokio::time::Instant;
 
@@ -32,6 +32,15 @@ pub async fn chat_completions(State(s): State<GatewayState>, body: Bytes) -> Res
 
 pub async fn responses(State(s): State<GatewayState>, body: Bytes) -> Response {
     handle(s, ApiFormat::OpenAiResponses, body).await
+}
+
+/// A compatible endpoint called without the axum router (see `serve`): the body is read by
+/// axum's own `Bytes` extractor, so size limits and rejections are those of [`crate::app`].
+pub async fn direct(s: GatewayState, format: ApiFormat, req: axum::extract::Request) -> Response {
+    match Bytes::from_request(req, &()).await {
+        Ok(body) => handle(s, format, body).await,
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 /// The API format of an endpoint path, for errors raised before a handler runs.
@@ -75,8 +84,8 @@ pub fn error_response(format: ApiFormat, err: &ApiError, attempts: Option<usize>
     resp
 }
 
-fn routing_headers(headers: &mut HeaderMap, answered: &Answered, attempts: usize) {
-    if let Ok(v) = HeaderValue::from_str(&answered.model_ref()) {
+fn routing_headers(headers: &mut HeaderMap, model_ref: &str, attempts: usize) {
+    if let Ok(v) = HeaderValue::from_str(model_ref) {
         headers.insert(MODEL_HEADER, v);
     }
     headers.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
@@ -102,10 +111,10 @@ async fn handle(s: GatewayState, format: ApiFormat, body: Bytes) -> Response {
             let body = encode(format, &result.response);
             let mut resp =
                 ([(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
-            routing_headers(resp.headers_mut(), &result.answered, result.attempts.len());
-            s.metrics.observe_overhead(parsed_in + result.own_time + encode_start.elapsed());
             let who = result.answered.model_ref();
-            finish(&s, format, false, "ok", Some(&who), result.attempts.len(), received);
+            routing_headers(resp.headers_mut(), who, result.attempts.len());
+            s.metrics.observe_overhead(parsed_in + result.own_time + encode_start.elapsed());
+            finish(&s, format, false, "ok", Some(who), result.attempts.len(), received);
             resp
         }
         Err(e) => route_error(&s, format, false, &e, received),
@@ -210,7 +219,7 @@ async fn handle_stream(
     let mut resp_headers = HeaderMap::new();
     resp_headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     resp_headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    routing_headers(&mut resp_headers, &committed.answered, committed.attempts.len());
+    routing_headers(&mut resp_headers, committed.answered.model_ref(), committed.attempts.len());
     s.metrics.observe_overhead(parsed_in + committed.own_time);
     let state = StreamState { committed, encoder: Encoder::new(format), gateway: s, format, received, finished: false };
     let body = futures::stream::unfold(state, |mut st| async move {
@@ -236,7 +245,7 @@ async fn handle_stream(
                     st.format,
                     true,
                     "cut_mid_stream",
-                    Some(&who),
+                    Some(who),
                     st.committed.attempts.len(),
                     st.received,
                 );
@@ -244,7 +253,7 @@ async fn handle_stream(
             None => {
                 st.finished = true;
                 let who = st.committed.answered.model_ref();
-                finish(&st.gateway, st.format, true, "ok", Some(&who), st.committed.attempts.len(), st.received);
+                finish(&st.gateway, st.format, true, "ok", Some(who), st.committed.attempts.len(), st.received);
                 return None;
             }
         }

@@ -24,12 +24,14 @@ pub struct Answered {
     pub provider: String,
     pub model: String,
     pub credential: String,
+    /// `provider/model`, formatted once per config load (it goes into a header and a metric).
+    model_ref: String,
 }
 
 impl Answered {
     /// `provider/model`, as sent in the `x-flotilla-model` header.
-    pub fn model_ref(&self) -> String {
-        format!("{}/{}", self.provider, self.model)
+    pub fn model_ref(&self) -> &str {
+        &self.model_ref
     }
 }
 
@@ -227,6 +229,7 @@ impl Router {
                                     provider: cand.provider.clone(),
                                     model: cand.model.clone(),
                                     credential: cred_name.to_owned(),
+                                    model_ref: cand.model_ref.clone(),
                                 };
                                 return Ok((answer, answered, attempts, first_send.unwrap_or_default()));
                             }
@@ -318,9 +321,9 @@ impl Router {
     ) -> Result<Answer, AttemptFailure> {
         // A base URL or header value that cannot be sent fails like a request that could not
         // be sent (transient), as it did when it was parsed per request.
-        let endpoint = up.endpoint.as_ref().map_err(|e| AttemptFailure::Transport { detail: e.to_string() })?;
+        let uri = up.uri.as_ref().map_err(|e| AttemptFailure::Transport { detail: e.to_string() })?;
         let headers = cred.headers.as_ref().map_err(|e| AttemptFailure::Transport { detail: e.to_string() })?;
-        let target = Target { model: &cand.model, wire: up.wire, endpoint, headers };
+        let target = Target { model: &cand.model, wire: up.wire, uri, headers };
         if !stream {
             let (resp, timings) = self.upstream.complete(target, req, ttfb, remaining).await?;
             first_send.get_or_insert(timings.sent_at.saturating_duration_since(entered));

@@ -9,14 +9,14 @@ use std::time::SystemTime;
 use flotilla_config::{Chain, Config, CredentialKind, ModelRef, WireApi};
 use flotilla_telemetry::Metrics;
 use flotilla_telemetry::metrics::{AttemptLabels, ModelLabels};
-use http::HeaderMap;
+use http::{HeaderMap, Uri};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::error::RouteError;
 use crate::health::Key;
 use crate::router::resolve;
-use crate::upstream::{Endpoint, EndpointError, static_headers};
+use crate::upstream::{EndpointError, endpoint_uri, static_headers};
 
 /// One config, compiled.
 pub(crate) struct Routes {
@@ -42,6 +42,8 @@ pub(crate) struct Plan {
 pub(crate) struct Candidate {
     pub provider: String,
     pub model: String,
+    /// `provider/model`.
+    pub model_ref: String,
     /// `None` when the provider is not configured (the attempt is recorded as skipped).
     pub upstream: Option<Upstream>,
 }
@@ -52,7 +54,7 @@ pub(crate) struct Upstream {
     pub context_window: Option<u32>,
     /// The endpoint, or why the provider's base URL cannot be used (reported per attempt as a
     /// transport failure, as an unusable URL always was).
-    pub endpoint: Result<Endpoint, EndpointError>,
+    pub uri: Result<Uri, EndpointError>,
     pub model_key: Key,
     /// In the order they are tried; one entry named `none` for providers without auth.
     pub credentials: Vec<CredentialPlan>,
@@ -178,13 +180,13 @@ fn candidate(config: &Config, c: &ModelRef) -> Candidate {
         Upstream {
             wire,
             context_window: provider.models.get(&c.model).and_then(|m| m.context_window),
-            endpoint: Endpoint::new(&provider.base_url, wire),
+            uri: endpoint_uri(&provider.base_url, wire),
             model_key: Key::model(&c.provider, &c.model),
             credentials: creds,
             success: OnceLock::new(),
         }
     });
-    Candidate { provider: c.provider.clone(), model: c.model.clone(), upstream }
+    Candidate { provider: c.provider.clone(), model: c.model.clone(), model_ref: c.to_string(), upstream }
 }
 
 fn credential_plan(
@@ -274,10 +276,7 @@ key = "env:B"
         let r = routes();
         let plan = r.plan("agent").expect("agent");
         let ant = plan.candidates[0].upstream.as_ref().expect("configured");
-        assert_eq!(
-            ant.endpoint.as_ref().map(|e| e.uri().to_string()).ok().as_deref(),
-            Some("http://127.0.0.1:9/v1/messages")
-        );
+        assert_eq!(ant.uri.as_ref().map(ToString::to_string).ok().as_deref(), Some("http://127.0.0.1:9/v1/messages"));
         let names: Vec<&str> = ant.credentials.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["ant-a", "ant-b"]);
         let b = &ant.credentials[1];
@@ -286,7 +285,7 @@ key = "env:B"
         assert_eq!(b.headers.as_ref().ok().and_then(|h| h.get("x-api-key")).map(|v| v.as_bytes()), Some(&b"kb"[..]));
         let oai = plan.candidates[1].upstream.as_ref().expect("configured");
         assert_eq!(
-            oai.endpoint.as_ref().map(|e| e.uri().to_string()).ok().as_deref(),
+            oai.uri.as_ref().map(ToString::to_string).ok().as_deref(),
             Some("http://127.0.0.1:9/v1/chat/completions")
         );
         assert_eq!(oai.credentials.len(), 1);

@@ -1,17 +1,11 @@
 //! Upstream HTTP clients: one pooled rustls client that speaks Anthropic Messages, OpenAI
 //! Chat Completions and OpenAI Responses (JSON and SSE) to any configured provider.
 //!
-//! An attempt clones a `Uri` and a header map built when the config was loaded ([`Endpoint`],
+//! This is hyper-util's pooled client used directly (reqwest wraps the same client, but parses
+//! the URL, builds the header map and clones the request for its retry policy every time). An
+//! attempt clones a `Uri` and a header map built when the config was loaded ([`endpoint_uri`],
 //! [`static_headers`]), so nothing about the upstream is parsed or formatted per request.
-//! https upstreams go through hyper-util's pooled client (rustls, HTTP/2 when offered);
-//! plain-http upstreams (local model servers, the simulators) through connections driven by
-//! the request's own task ([`inline`]), which saves the hand-offs between tasks.
 
-mod inline;
-
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -22,7 +16,7 @@ use flotilla_proto::{ChatRequest, ChatResponse, StreamEvent, anthropic, openai_c
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,7 +25,6 @@ use secrecy::ExposeSecret;
 use thiserror::Error;
 use tokio::time::Instant;
 
-use self::inline::{Address, InlineBody, InlinePool};
 use crate::classify::{FailureClass, classify_status, parse_retry_after};
 
 /// The Anthropic API version flotilla speaks.
@@ -123,80 +116,51 @@ pub struct Timings {
 }
 
 /// Where one attempt goes: everything per provider and credential was built when the config
-/// was loaded ([`Endpoint::new`], [`static_headers`]), so an attempt only clones it.
+/// was loaded ([`endpoint_uri`], [`static_headers`]), so an attempt only clones it.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     pub model: &'a str,
     pub wire: WireApi,
-    pub endpoint: &'a Endpoint,
+    pub uri: &'a Uri,
     /// Content type, user agent, API version, auth and the provider's own headers.
     pub headers: &'a HeaderMap,
 }
 
-/// One wire API's endpoint on one provider.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    uri: Uri,
-    /// For http:// upstreams: the origin-form path, `Host` value and address for [`inline`].
-    plain: Option<Plain>,
-}
-
-#[derive(Debug, Clone)]
-struct Plain {
-    path: Uri,
-    host: HeaderValue,
-    addr: Address,
-}
-
-impl Endpoint {
-    /// The endpoint of `wire` on a provider whose base URL is `base_url` (with or without a
-    /// trailing `/v1`).
-    pub fn new(base_url: &str, wire: WireApi) -> Result<Self, EndpointError> {
-        let path = match wire {
-            WireApi::Messages => "/v1/messages",
-            WireApi::ChatCompletions => "/v1/chat/completions",
-            WireApi::Responses => "/v1/responses",
-        };
-        let base = base_url.trim_end_matches('/');
-        let url = match base.strip_suffix("/v1") {
-            Some(stripped) => format!("{stripped}{path}"),
-            None => format!("{base}{path}"),
-        };
-        let bad = |reason: &str| EndpointError::Url { url: url.clone(), reason: reason.to_owned() };
-        let uri = Uri::try_from(url.as_str()).map_err(|e| bad(&e.to_string()))?;
-        let host = match uri.host() {
-            Some(h) if !h.is_empty() => h,
-            _ => return Err(bad("no host")),
-        };
-        let plain = match uri.scheme_str() {
-            Some("https") => None,
-            Some("http") => {
-                let port = uri.port_u16().unwrap_or(80);
-                let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
-                // Credentials in the URL would land in the Host header; reqwest refused them too.
-                if authority.contains('@') {
-                    return Err(bad("credentials in the url are not supported; use auth"));
-                }
-                let key = format!("{host}:{port}");
-                let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
-                Some(Plain {
-                    path: Uri::try_from(path_and_query).map_err(|e| bad(&e.to_string()))?,
-                    host: HeaderValue::try_from(authority).map_err(|_| bad("host is not a valid header value"))?,
-                    addr: Address {
-                        key: key.into(),
-                        host: host.trim_start_matches('[').trim_end_matches(']').into(),
-                        port,
-                    },
-                })
-            }
-            _ => return Err(bad("the scheme must be http or https")),
-        };
-        Ok(Endpoint { uri, plain })
+/// The URI of `wire`'s endpoint on a provider whose base URL is `base_url` (with or without a
+/// trailing `/v1`).
+pub fn endpoint_uri(base_url: &str, wire: WireApi) -> Result<Uri, EndpointError> {
+    let path = match wire {
+        WireApi::Messages => "/v1/messages",
+        WireApi::ChatCompletions => "/v1/chat/completions",
+        WireApi::Responses => "/v1/responses",
+    };
+    let base = base_url.trim_end_matches('/');
+    let url = match base.strip_suffix("/v1") {
+        Some(stripped) => format!("{stripped}{path}"),
+        None => format!("{base}{path}"),
+    };
+    let bad = |reason: &str| EndpointError::Url { url: without_userinfo(&url), reason: reason.to_owned() };
+    let uri = Uri::try_from(url.as_str()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("the scheme must be http or https"));
     }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    // Credentials in the URL would end up in the Host header; keys belong in `auth`.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(bad("credentials in the url are not supported; use auth"));
+    }
+    Ok(uri)
+}
 
-    /// The absolute URI.
-    pub fn uri(&self) -> &Uri {
-        &self.uri
+/// `url` with any `user:password@` replaced by `…@`, for error messages and logs.
+fn without_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}…{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
     }
 }
 
@@ -222,7 +186,6 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 #[derive(Clone)]
 pub struct UpstreamClient {
     http: HttpsClient,
-    inline: Arc<InlinePool>,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -289,13 +252,7 @@ impl UpstreamClient {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
-        let inline = Arc::new(InlinePool::new(512, Duration::from_secs(60), Duration::from_secs(5)));
-        Ok(UpstreamClient { http, inline })
-    }
-
-    /// Plain-http connections opened since start (each one served every request it could).
-    pub fn plain_connections_opened(&self) -> u64 {
-        self.inline.connections_opened()
+        Ok(UpstreamClient { http })
     }
 
     /// Sends the request and waits for the response head, within `ttfb`.
@@ -305,7 +262,7 @@ impl UpstreamClient {
         req: &ChatRequest,
         stream: bool,
         ttfb: Duration,
-    ) -> Result<(Response<UpstreamBody>, Instant), AttemptFailure> {
+    ) -> Result<(Response<Incoming>, Instant), AttemptFailure> {
         let body = match t.wire {
             WireApi::Messages => anthropic::encode_request(req, t.model, stream),
             WireApi::ChatCompletions => openai_chat::encode_request(req, t.model, stream),
@@ -318,25 +275,12 @@ impl UpstreamClient {
             header::ACCEPT,
             HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
         );
+        *request.uri_mut() = t.uri.clone();
         let sent_at = Instant::now();
-        let resp = match &t.endpoint.plain {
-            Some(plain) => {
-                *request.uri_mut() = plain.path.clone();
-                request.headers_mut().insert(header::HOST, plain.host.clone());
-                match tokio::time::timeout(ttfb, self.inline.request(&plain.addr, request)).await {
-                    Err(_) => return Err(AttemptFailure::Timeout { after: ttfb }),
-                    Ok(Err(e)) => return Err(transport(&e)),
-                    Ok(Ok(r)) => r.map(UpstreamBody::Inline),
-                }
-            }
-            None => {
-                *request.uri_mut() = t.endpoint.uri.clone();
-                match tokio::time::timeout(ttfb, self.http.request(request)).await {
-                    Err(_) => return Err(AttemptFailure::Timeout { after: ttfb }),
-                    Ok(Err(e)) => return Err(transport(&e)),
-                    Ok(Ok(r)) => r.map(UpstreamBody::Pooled),
-                }
-            }
+        let resp = match tokio::time::timeout(ttfb, self.http.request(request)).await {
+            Err(_) => return Err(AttemptFailure::Timeout { after: ttfb }),
+            Ok(Err(e)) => return Err(transport(&e)),
+            Ok(Ok(r)) => r,
         };
         if resp.status().is_success() {
             return Ok((resp, sent_at));
@@ -353,11 +297,18 @@ impl UpstreamClient {
         deadline: Duration,
     ) -> Result<(ChatResponse, Timings), AttemptFailure> {
         let (resp, sent_at) = self.send(t, req, false, ttfb).await?;
-        let body = match tokio::time::timeout(deadline, resp.into_body().collect()).await {
-            Err(_) => return Err(AttemptFailure::Timeout { after: deadline }),
-            Ok(Err(e)) => return Err(transport(&e)),
-            Ok(Ok(b)) => b.to_bytes(),
+        let mut collect = std::pin::pin!(resp.into_body().collect());
+        // A small answer usually arrived with its head: take it without arming a timer (each
+        // timer is a lock and a wheel insert and removal); the deadline is only needed to wait.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(collect.as_mut().poll(cx))).await;
+        let collected = match first {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => match tokio::time::timeout(deadline, collect).await {
+                Err(_) => return Err(AttemptFailure::Timeout { after: deadline }),
+                Ok(r) => r,
+            },
         };
+        let body = collected.map_err(|e| transport(&e))?.to_bytes();
         let received_at = Instant::now();
         let parsed = match t.wire {
             WireApi::Messages => anthropic::parse_response(&body),
@@ -394,7 +345,7 @@ impl UpstreamClient {
     }
 }
 
-async fn error_from_response(resp: Response<UpstreamBody>, wire: WireApi, wait: Duration) -> AttemptFailure {
+async fn error_from_response(resp: Response<Incoming>, wire: WireApi, wait: Duration) -> AttemptFailure {
     let (head, mut incoming) = resp.into_parts();
     let status = head.status.as_u16();
     let headers = &head.headers;
@@ -438,38 +389,6 @@ async fn error_from_response(resp: Response<UpstreamBody>, wire: WireApi, wait: 
     AttemptFailure::Http { status, retry_after, error, request_id }
 }
 
-/// A response body from either client.
-enum UpstreamBody {
-    Pooled(Incoming),
-    Inline(InlineBody),
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            UpstreamBody::Pooled(b) => Pin::new(b).poll_frame(cx),
-            UpstreamBody::Inline(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Pooled(b) => b.is_end_stream(),
-            UpstreamBody::Inline(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Pooled(b) => b.size_hint(),
-            UpstreamBody::Inline(b) => b.size_hint(),
-        }
-    }
-}
-
 #[derive(Debug)]
 enum Decoder {
     Anthropic(anthropic::StreamDecoder),
@@ -496,7 +415,7 @@ impl Decoder {
 
 /// An upstream SSE stream decoded into canonical events.
 pub struct UpstreamStream {
-    body: UpstreamBody,
+    body: Incoming,
     parser: SseParser,
     decoder: Decoder,
     sse: Vec<SseEvent>,
@@ -590,7 +509,7 @@ mod tests {
 
     #[test]
     fn endpoint_uri_appends_the_wire_path_once() {
-        let uri = |base, wire| Endpoint::new(base, wire).map(|e| e.uri().to_string());
+        let uri = |base, wire| endpoint_uri(base, wire).map(|u| u.to_string());
         assert_eq!(
             uri("http://127.0.0.1:4000", WireApi::Messages).ok().as_deref(),
             Some("http://127.0.0.1:4000/v1/messages")
@@ -600,23 +519,59 @@ mod tests {
             Some("https://api.openai.com/v1/chat/completions")
         );
         assert_eq!(uri("https://h/proxy/v1", WireApi::Responses).ok().as_deref(), Some("https://h/proxy/v1/responses"));
-        assert!(matches!(Endpoint::new("ftp://h", WireApi::Messages), Err(EndpointError::Url { .. })));
-        assert!(matches!(Endpoint::new("not a url", WireApi::Messages), Err(EndpointError::Url { .. })));
-        assert!(matches!(Endpoint::new("http://u:p@h", WireApi::Messages), Err(EndpointError::Url { .. })));
+        assert!(matches!(endpoint_uri("ftp://h", WireApi::Messages), Err(EndpointError::Url { .. })));
+        assert!(matches!(endpoint_uri("not a url", WireApi::Messages), Err(EndpointError::Url { .. })));
+        let err = endpoint_uri("http://user:s3cret@h", WireApi::Messages).expect_err("userinfo");
+        assert_eq!(
+            err.to_string(),
+            "invalid upstream url \"http://…@h/v1/messages\": credentials in the url are not supported; use auth"
+        );
+        let err = endpoint_uri("http://user:s3 cret@h", WireApi::Messages).expect_err("unparsable");
+        assert!(!err.to_string().contains("s3"), "{err}");
     }
 
-    #[test]
-    fn plain_http_endpoints_carry_path_host_and_address() {
-        let e = Endpoint::new("http://127.0.0.1:4000/", WireApi::Messages).expect("endpoint");
-        let plain = e.plain.as_ref().expect("plain http");
-        assert_eq!(plain.path, "/v1/messages");
-        assert_eq!(plain.host, "127.0.0.1:4000");
-        assert_eq!((&*plain.addr.key, &*plain.addr.host, plain.addr.port), ("127.0.0.1:4000", "127.0.0.1", 4000));
-        let e = Endpoint::new("http://[::1]", WireApi::ChatCompletions).expect("endpoint");
-        let plain = e.plain.as_ref().expect("plain http");
-        assert_eq!((&*plain.addr.key, &*plain.addr.host, plain.addr.port), ("[::1]:80", "::1", 80));
-        assert_eq!(plain.host, "[::1]");
-        assert!(Endpoint::new("https://api.anthropic.com", WireApi::Messages).expect("endpoint").plain.is_none());
+    #[tokio::test]
+    async fn https_goes_through_tls_and_plain_http_through_the_pool() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A server that answers in plain HTTP whatever it is sent.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let body = r#"{"error":{"type":"overloaded_error","message":"busy"}}"#;
+                        let head = format!("HTTP/1.1 529 Overloaded\r\ncontent-length: {}\r\n\r\n", body.len());
+                        if s.write_all(format!("{head}{body}").as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let client = UpstreamClient::new().expect("client");
+        let headers = static_headers(&provider(ProviderApi::Anthropic, &[]), None).expect("headers");
+        let req = ChatRequest { model: "m".into(), max_tokens: Some(10), ..Default::default() };
+        let ttfb = Duration::from_secs(5);
+        let plain = endpoint_uri(&format!("http://127.0.0.1:{port}"), WireApi::Messages).expect("uri");
+        let t = Target { model: "m", wire: WireApi::Messages, uri: &plain, headers: &headers };
+        match client.complete(t, &req, ttfb, ttfb).await {
+            Err(AttemptFailure::Http { status: 529, error: Some(e), .. }) => {
+                assert_eq!(e.error_type, "overloaded_error")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same server spoken to over https: the TLS handshake fails, as a transport error.
+        let tls = endpoint_uri(&format!("https://127.0.0.1:{port}"), WireApi::Messages).expect("uri");
+        let t = Target { model: "m", wire: WireApi::Messages, uri: &tls, headers: &headers };
+        match client.complete(t, &req, ttfb, ttfb).await {
+            Err(f @ AttemptFailure::Transport { .. }) => assert_eq!(f.class(), FailureClass::Transient),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

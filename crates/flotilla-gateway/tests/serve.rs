@@ -1,0 +1,158 @@
+//! `serve`'s connection handling: keep-alive, graceful shutdown that lets in-flight streams
+//! finish, and the drain timeout that closes what is still open.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "test setup failures should panic with context")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_config::{Env, parse_config};
+use flotilla_gateway::GatewayState;
+use flotilla_router::Router;
+use flotilla_sim::{Fault, FaultRule, SimConfig, SimServer};
+use flotilla_telemetry::Metrics;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+struct Gateway {
+    ant: SimServer,
+    url: String,
+    stop: CancellationToken,
+    served: JoinHandle<std::io::Result<()>>,
+    state: GatewayState,
+}
+
+async fn gateway(drain: Duration) -> Gateway {
+    let ant = flotilla_sim::spawn(SimConfig::anthropic()).await.expect("sim");
+    let toml = format!(
+        r#"
+[router]
+ttfb_timeout = "10s"
+
+[agents.defaults.model]
+primary = "anthropic/claude-opus-4-6"
+
+[[agents.list]]
+id = "family"
+
+[providers.anthropic]
+api = "anthropic"
+base_url = "{}"
+auth = ["ant"]
+
+[auth.ant]
+provider = "anthropic"
+type = "api-key"
+key = "env:ANT"
+"#,
+        ant.url()
+    );
+    let config =
+        parse_config(&toml, &Env::from_pairs([("ANT", "sk-ant-1")]), std::path::Path::new(".")).expect("config");
+    let router = Arc::new(Router::new(Arc::new(config), Arc::new(Metrics::new())).expect("router"));
+    let state = GatewayState::new(router, Vec::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    let served =
+        tokio::spawn(flotilla_gateway::serve(listener, state.clone(), async move { signal.cancelled().await }, drain));
+    Gateway { ant, url, stop, served, state }
+}
+
+fn stream_request() -> serde_json::Value {
+    json!({"model": "family", "max_tokens": 100, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test]
+async fn requests_share_a_keep_alive_connection_until_shutdown_closes_it() {
+    use http_body_util::{BodyExt, Full};
+    let g = gateway(Duration::from_secs(5)).await;
+    let tcp = tokio::net::TcpStream::connect(g.url.trim_start_matches("http://")).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("handshake");
+    let conn = tokio::spawn(conn);
+    let body = json!({"model": "family", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        let req = http::Request::post("/v1/messages")
+            .header("host", "gateway")
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .expect("request");
+        let resp = send.send_request(req).await.expect("answer on the same connection");
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.expect("body");
+    }
+    assert_eq!(g.ant.handle().stats().requests_total, 3);
+    // An idle keep-alive connection does not hold up shutdown: it is closed.
+    g.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), g.served).await.expect("serve returns").expect("join").expect("ok");
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn).await.expect("connection closed");
+    assert!(closed.expect("join").is_ok(), "a clean close");
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() {
+    let g = gateway(Duration::from_secs(10)).await;
+    // The stream pauses after its first events, so it is in flight when shutdown starts.
+    g.ant.handle().add_fault(FaultRule::new(Fault::StallMidStream { after_events: 3, ms: 500 }));
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/messages", g.url))
+        .json(&stream_request())
+        .send()
+        .await
+        .expect("stream head");
+    assert_eq!(resp.status(), 200);
+    g.stop.cancel();
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.text()).await.expect("no hang").expect("body");
+    assert!(body.contains("event: message_stop"), "the stream ran to its end during the drain: {body}");
+    tokio::time::timeout(Duration::from_secs(10), g.served).await.expect("serve returns").expect("join").expect("ok");
+    assert!(g.state.readiness.problems().contains(&"shutting down".to_owned()), "draining is not ready");
+    let again = reqwest::Client::new().get(format!("{}/healthz", g.url)).send().await;
+    assert!(again.is_err(), "no new connections after shutdown: {again:?}");
+}
+
+#[tokio::test]
+async fn the_drain_timeout_closes_a_stream_that_does_not_finish() {
+    let g = gateway(Duration::from_millis(200)).await;
+    g.ant.handle().add_fault(FaultRule::new(Fault::StallMidStream { after_events: 3, ms: 60_000 }));
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/messages", g.url))
+        .json(&stream_request())
+        .send()
+        .await
+        .expect("stream head");
+    assert_eq!(resp.status(), 200);
+    g.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), g.served).await.expect("serve returns").expect("join").expect("ok");
+    // The connection was closed under the stream: the body ends without its last event.
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.text()).await.expect("no hang");
+    assert!(body.is_err() || !body.as_deref().unwrap_or("").contains("message_stop"), "{body:?}");
+}
+
+#[tokio::test]
+async fn the_direct_endpoints_answer_like_the_router_does() {
+    let g = gateway(Duration::from_secs(5)).await;
+    let client = reqwest::Client::new();
+    // Over axum's default 2 MB body limit: the same 413 as the router's extractor gives.
+    let big = "x".repeat(3 * 1024 * 1024);
+    let r = client.post(format!("{}/v1/messages", g.url)).body(big).send().await.expect("send");
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.expect("text").contains("length limit exceeded"));
+    // Other methods and paths still go through the router.
+    let r = client.get(format!("{}/v1/messages", g.url)).send().await.expect("send");
+    assert_eq!(r.status(), 405);
+    let r = client.post(format!("{}/v1/messages/", g.url)).body("{}").send().await.expect("send");
+    assert_eq!(r.status(), 404);
+    // A query string does not change the endpoint (the Anthropic SDK sends `?beta=true`).
+    let r = client
+        .post(format!("{}/v1/messages?beta=true", g.url))
+        .json(&json!({"model": "family", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-flotilla-model"], "anthropic/claude-opus-4-6");
+    assert_eq!(g.ant.handle().stats().requests_total, 1);
+}
