@@ -93,9 +93,9 @@ pub fn app(state: GatewayState) -> AxumRouter {
 /// closed.
 ///
 /// Each connection is one task (tracked, so none outlives this function) that hyper-util's
-/// HTTP/1.1-or-h2c connection serves with [`Service`] (the axum router, with a shortcut for
+/// HTTP/1.1-or-h2c connection serves with `Service` (the axum router, with a shortcut for
 /// the compatible endpoints), with `TCP_NODELAY` and keep-alive, polled through
-/// [`wake::Coalesce`].
+/// `wake::Coalesce`.
 pub async fn serve(
     listener: TcpListener,
     state: GatewayState,
