@@ -39,7 +39,9 @@ async fn run_inner(ctx: &AgentCtx, turn_id: i64) -> Result<(), flotilla_journal:
     {
         // Another node answered in this thread (before a takeover): its history is the longer one.
         history = shared;
-        history.truncate(ctx.rc.history_limit.max(1));
+        // Keep the newest entries, oldest first (as the journal gives them).
+        let excess = history.len().saturating_sub(ctx.rc.history_limit.max(1));
+        history.drain(..excess);
     }
     let mention = format!("<@{}>", ctx.bot_user_id);
     let is_dm = msg.conversation.starts_with('D');
@@ -167,6 +169,12 @@ async fn answered_elsewhere(ctx: &AgentCtx, conversation: &str, thread: &str, ts
     loop {
         match crate::outbox::find_reply(ctx, conversation, Some(thread), ts, &key).await {
             Ok(found) => return found.is_some(),
+            // Slack refuses to show the thread (not in the channel, bad token): the reply could not be
+            // posted there either, so there is nothing to double; go on and let the outbox report it.
+            Err(e) if !e.is_retryable() => {
+                tracing::warn!(event = "reply_check_refused", agent = %ctx.id, error = %e);
+                return false;
+            }
             Err(e) => {
                 tracing::warn!(event = "reply_check_failed", agent = %ctx.id, error = %e, retry_in_ms = pause.as_millis() as u64);
                 tokio::time::sleep(pause).await;
