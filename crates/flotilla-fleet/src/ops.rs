@@ -403,12 +403,7 @@ pub async fn auth_add(
     cred: &StoredCredential,
 ) -> Result<bool, FleetError> {
     check_name(name)?;
-    check_key_matches(store, keys, key).await?;
-    let sealed =
-        seal_credential(key, cred).map_err(|e| FleetError::Secret { name: name.to_owned(), error: e.to_string() })?;
-    let existed = store.get(&keys.auth_profile(name)).await?.is_some();
-    store.put(&keys.auth_profile(name), sealed, None).await?;
-    Ok(existed)
+    put_sealed(store, keys, key, name, &keys.auth_profile(name), cred).await
 }
 
 /// Stores (or replaces) a sealed secret for `secret:PATH` references.
@@ -420,11 +415,24 @@ pub async fn secret_put(
     cred: &StoredCredential,
 ) -> Result<bool, FleetError> {
     check_name(path)?;
+    put_sealed(store, keys, key, path, &keys.secret(path), cred).await
+}
+
+/// Seals `cred` with the fleet's key (refusing a key that cannot open what the store holds) and writes it at
+/// `store_key`; returns whether it replaced an entry.
+async fn put_sealed(
+    store: &dyn Store,
+    keys: &Keys,
+    key: &KeyFile,
+    name: &str,
+    store_key: &str,
+    cred: &StoredCredential,
+) -> Result<bool, FleetError> {
     check_key_matches(store, keys, key).await?;
     let sealed =
-        seal_credential(key, cred).map_err(|e| FleetError::Secret { name: path.to_owned(), error: e.to_string() })?;
-    let existed = store.get(&keys.secret(path)).await?.is_some();
-    store.put(&keys.secret(path), sealed, None).await?;
+        seal_credential(key, cred).map_err(|e| FleetError::Secret { name: name.to_owned(), error: e.to_string() })?;
+    let existed = store.get(store_key).await?.is_some();
+    store.put(store_key, sealed, None).await?;
     Ok(existed)
 }
 
