@@ -6,6 +6,7 @@
 pub mod classify;
 pub mod error;
 pub mod health;
+mod pool;
 mod router;
 mod routes;
 pub mod stream;

@@ -1,31 +1,29 @@
 //! Upstream HTTP clients: one pooled rustls client that speaks Anthropic Messages, OpenAI
 //! Chat Completions and OpenAI Responses (JSON and SSE) to any configured provider.
 //!
-//! This is hyper-util's pooled client used directly (reqwest wraps the same client, but parses
-//! the URL, builds the header map and clones the request for its retry policy every time). An
-//! attempt clones a `Uri` and a header map built when the config was loaded ([`endpoint_uri`],
-//! [`static_headers`]), so nothing about the upstream is parsed or formatted per request.
+//! Requests go over the HTTP/1.1 connections of [`crate::pool`], read and written by the task
+//! that sends them. An attempt clones a `Uri` and a header map built when the config was loaded
+//! ([`endpoint_uri`], [`static_headers`]), so nothing about the upstream is parsed or
+//! formatted per request.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use flotilla_config::{Credential, CredentialKind, Provider, ProviderApi, WireApi};
 use flotilla_proto::error::{DecodeError, UpstreamError};
 use flotilla_proto::sse::{SseEvent, SseParser};
 use flotilla_proto::{ChatRequest, ChatResponse, StreamEvent, anthropic, openai_chat, openai_responses};
+use http::Uri;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use secrecy::ExposeSecret;
 use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::classify::{FailureClass, classify_status, parse_retry_after};
+use crate::pool::{self, Pools};
 
 /// The Anthropic API version flotilla speaks.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -33,6 +31,8 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const OAUTH_BETA: &str = "oauth-2025-04-20";
 /// Error bodies larger than this are cut before parsing.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Larger answers are refused (a model's answer is a few hundred KiB at most).
+const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Why one attempt failed, with what the upstream said.
 #[derive(Debug, Clone)]
@@ -96,16 +96,8 @@ impl From<DecodeError> for AttemptFailure {
     }
 }
 
-fn transport(e: &(dyn std::error::Error + 'static)) -> AttemptFailure {
-    // hyper's Display omits the cause chain; walk it for "connection reset" and friends.
-    let mut detail = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        src = s.source();
-    }
-    AttemptFailure::Transport { detail }
+fn transport(detail: impl std::fmt::Display) -> AttemptFailure {
+    AttemptFailure::Transport { detail: detail.to_string() }
 }
 
 /// When the request left and how long parsing the answer took (router's own time).
@@ -180,12 +172,10 @@ pub enum EndpointError {
     Header { name: String },
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// The shared upstream client (keep-alive connection pools per scheme and authority).
 #[derive(Clone)]
 pub struct UpstreamClient {
-    http: HttpsClient,
+    pools: Arc<Pools>,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -235,24 +225,13 @@ pub fn static_headers(provider: &Provider, credential: Option<&Credential>) -> R
 
 impl UpstreamClient {
     pub fn new() -> Result<Self, ClientError> {
-        let mut connector = HttpConnector::new();
-        // https:// is handled by the TLS layer around this connector.
-        connector.enforce_http(false);
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let https = HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(connector);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
-        Ok(UpstreamClient { http })
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(UpstreamClient { pools: Arc::new(Pools::new(Arc::new(tls))) })
     }
 
     /// Sends the request and waits for the response head, within `ttfb`.
@@ -262,27 +241,22 @@ impl UpstreamClient {
         req: &ChatRequest,
         stream: bool,
         ttfb: Duration,
-    ) -> Result<(Response<Incoming>, Instant), AttemptFailure> {
+    ) -> Result<(pool::Response, Instant), AttemptFailure> {
         let body = match t.wire {
             WireApi::Messages => anthropic::encode_request(req, t.model, stream),
             WireApi::ChatCompletions => openai_chat::encode_request(req, t.model, stream),
             WireApi::Responses => openai_responses::encode_request(req, t.model, stream),
         };
-        let mut request = Request::new(Full::new(Bytes::from(body)));
-        *request.method_mut() = Method::POST;
-        *request.headers_mut() = t.headers.clone();
-        request.headers_mut().insert(
-            header::ACCEPT,
-            HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
-        );
-        *request.uri_mut() = t.uri.clone();
+        let accept = if stream { "text/event-stream" } else { "application/json" };
+        let path = t.uri.path_and_query().map_or("/", |p| p.as_str());
+        let pool = self.pools.pool(t.uri).map_err(transport)?;
         let sent_at = Instant::now();
-        let resp = match tokio::time::timeout(ttfb, self.http.request(request)).await {
+        let resp = match tokio::time::timeout(ttfb, pool.post(path, t.headers, accept, &body)).await {
             Err(_) => return Err(AttemptFailure::Timeout { after: ttfb }),
-            Ok(Err(e)) => return Err(transport(&e)),
+            Ok(Err(e)) => return Err(transport(e)),
             Ok(Ok(r)) => r,
         };
-        if resp.status().is_success() {
+        if resp.status.is_success() {
             return Ok((resp, sent_at));
         }
         Err(error_from_response(resp, t.wire, ttfb).await)
@@ -296,19 +270,20 @@ impl UpstreamClient {
         ttfb: Duration,
         deadline: Duration,
     ) -> Result<(ChatResponse, Timings), AttemptFailure> {
-        let (resp, sent_at) = self.send(t, req, false, ttfb).await?;
-        let mut collect = std::pin::pin!(resp.into_body().collect());
-        // A small answer usually arrived with its head: take it without arming a timer (each
-        // timer is a lock and a wheel insert and removal); the deadline is only needed to wait.
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(collect.as_mut().poll(cx))).await;
-        let collected = match first {
-            std::task::Poll::Ready(r) => r,
-            std::task::Poll::Pending => match tokio::time::timeout(deadline, collect).await {
-                Err(_) => return Err(AttemptFailure::Timeout { after: deadline }),
-                Ok(r) => r,
-            },
+        let (mut resp, sent_at) = self.send(t, req, false, ttfb).await?;
+        let collected = {
+            let mut read = pin!(resp.body.read_all(MAX_BODY));
+            // A small answer usually arrived with its head: take it without arming a timer (each
+            // timer is a lock and a wheel insert and removal); the deadline is only needed to wait.
+            match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+                Poll::Ready(r) => r,
+                Poll::Pending => match tokio::time::timeout(deadline, read).await {
+                    Err(_) => return Err(AttemptFailure::Timeout { after: deadline }),
+                    Ok(r) => r,
+                },
+            }
         };
-        let body = collected.map_err(|e| transport(&e))?.to_bytes();
+        let body = collected.map_err(transport)?;
         let received_at = Instant::now();
         let parsed = match t.wire {
             WireApi::Messages => anthropic::parse_response(&body),
@@ -333,7 +308,7 @@ impl UpstreamClient {
             WireApi::Responses => Decoder::Responses(openai_responses::StreamDecoder::new()),
         };
         Ok(UpstreamStream {
-            body: resp.into_body(),
+            body: resp.body,
             parser: SseParser::new(),
             decoder,
             sse: Vec::new(),
@@ -345,10 +320,9 @@ impl UpstreamClient {
     }
 }
 
-async fn error_from_response(resp: Response<Incoming>, wire: WireApi, wait: Duration) -> AttemptFailure {
-    let (head, mut incoming) = resp.into_parts();
-    let status = head.status.as_u16();
-    let headers = &head.headers;
+async fn error_from_response(mut resp: pool::Response, wire: WireApi, wait: Duration) -> AttemptFailure {
+    let status = resp.status.as_u16();
+    let headers = &resp.headers;
     let retry_after = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
@@ -365,17 +339,17 @@ async fn error_from_response(resp: Response<Incoming>, wire: WireApi, wait: Dura
         .iter()
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(str::to_owned));
     let mut body = Vec::new();
+    let incoming = &mut resp.body;
     let read = async {
-        while let Some(Ok(frame)) = incoming.frame().await {
-            if let Some(c) = frame.data_ref() {
-                body.extend_from_slice(c);
-                if body.len() >= MAX_ERROR_BODY {
-                    break;
-                }
+        while let Ok(Some(chunk)) = incoming.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() >= MAX_ERROR_BODY {
+                break;
             }
         }
     };
-    // A slow error body must not hold up failover; what arrived in time is enough.
+    // A slow error body must not hold up failover; what arrived in time is enough. (The
+    // connection goes back to the pool only if the whole body was read.)
     let _ = tokio::time::timeout(wait.min(Duration::from_secs(5)), read).await;
     let error = match wire {
         WireApi::Messages => anthropic::parse_error(&body),
@@ -415,7 +389,7 @@ impl Decoder {
 
 /// An upstream SSE stream decoded into canonical events.
 pub struct UpstreamStream {
-    body: Incoming,
+    body: pool::Body,
     parser: SseParser,
     decoder: Decoder,
     sse: Vec<SseEvent>,
@@ -447,12 +421,12 @@ impl UpstreamStream {
             }
             if self.finished || self.decoder.is_done() {
                 self.finished = true;
+                // Back to the pool if the body's end came with the final event.
+                self.body.settle();
                 return Ok(None);
             }
-            match self.body.frame().await {
-                Some(Ok(frame)) => {
-                    // Trailers carry no events.
-                    let Ok(chunk) = frame.into_data() else { continue };
+            match self.body.chunk().await {
+                Ok(Some(chunk)) => {
                     // Events decoded before a bad or error event in the same chunk are still
                     // delivered first; the failure follows them.
                     let pushed = self.parser.push(&chunk, &mut self.sse);
@@ -469,8 +443,8 @@ impl UpstreamStream {
                         self.failed = Some(AttemptFailure::Malformed { detail: e.to_string() });
                     }
                 }
-                Some(Err(e)) => return Err(transport(&e)),
-                None => {
+                Err(e) => return Err(transport(e)),
+                Ok(None) => {
                     if self.decoder.is_done() {
                         self.finished = true;
                         continue;
