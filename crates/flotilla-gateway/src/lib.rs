@@ -158,6 +158,72 @@ pub async fn serve(
     Ok(())
 }
 
+/// [`serve`] on `threads` threads of their own, each a single-threaded runtime accepting from
+/// the same listening socket (like nginx's worker processes), until `shutdown` resolves; then
+/// each drains its connections as [`serve`] does and this returns when all have.
+///
+/// A request then stays on one thread from accept to answer, and the runtime it runs on does
+/// only that: the multi-threaded runtime's work stealing and bookkeeping cost about 10 µs of
+/// CPU per request at 2,000 req/s on 2 cores. Agents, Slack sockets, the journal and the fleet
+/// loop stay on the caller's runtime; the router and its state are shared.
+pub async fn serve_threads(
+    listener: TcpListener,
+    state: GatewayState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+    threads: usize,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let stop = CancellationToken::new();
+    let mut done = Vec::new();
+    let mut spawn_error = None;
+    for i in 0..threads.max(1) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        let thread = listener.try_clone().and_then(|listener| {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::Builder::new().name(format!("flotilla-http-{i}")).spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
+                    rt.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        serve(listener, state, stop.cancelled_owned(), drain).await
+                    })
+                });
+                let _ = tx.send(result);
+            })
+        });
+        match thread {
+            Ok(_) => done.push(rx),
+            Err(e) => {
+                spawn_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(listener);
+    let panicked = |_| Err(std::io::Error::other("an HTTP serving thread panicked"));
+    let mut first: Option<std::io::Result<()>> = spawn_error.map(Err);
+    if first.is_none() && !done.is_empty() {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => {}
+            (r, i, _) = futures::future::select_all(done.iter_mut()) => {
+                // A thread ended before shutdown (its runtime or listener could not start).
+                let r: std::io::Result<()> = r.unwrap_or_else(panicked);
+                first = Some(r.and(Err(std::io::Error::other("an HTTP serving thread stopped early"))));
+                done.remove(i);
+            }
+        }
+    }
+    stop.cancel();
+    for rx in done {
+        let r = rx.await.unwrap_or_else(panicked);
+        if first.is_none() && r.is_err() {
+            first = Some(r);
+        }
+    }
+    first.unwrap_or(Ok(()))
+}
+
 /// What each connection serves: [`app`], except that without client keys the three compatible
 /// endpoints are called directly. They are most of the traffic, and the router's matching,
 /// handler services and boxed futures cost a measurable share of a request (about 6 % of the

@@ -24,6 +24,11 @@ struct Gateway {
 }
 
 async fn gateway(drain: Duration) -> Gateway {
+    gateway_on(drain, None).await
+}
+
+/// With `threads`, served by `serve_threads` on that many threads of their own.
+async fn gateway_on(drain: Duration, threads: Option<usize>) -> Gateway {
     let ant = flotilla_sim::spawn(SimConfig::anthropic()).await.expect("sim");
     let toml = format!(
         r#"
@@ -56,8 +61,11 @@ key = "env:ANT"
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
     let signal = stop.clone();
-    let served =
-        tokio::spawn(flotilla_gateway::serve(listener, state.clone(), async move { signal.cancelled().await }, drain));
+    let shutdown = async move { signal.cancelled().await };
+    let served = match threads {
+        None => tokio::spawn(flotilla_gateway::serve(listener, state.clone(), shutdown, drain)),
+        Some(n) => tokio::spawn(flotilla_gateway::serve_threads(listener, state.clone(), shutdown, drain, n)),
+    };
     Gateway { ant, url, stop, served, state }
 }
 
@@ -109,6 +117,34 @@ async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() 
     assert!(body.contains("event: message_stop"), "the stream ran to its end during the drain: {body}");
     tokio::time::timeout(Duration::from_secs(10), g.served).await.expect("serve returns").expect("join").expect("ok");
     assert!(g.state.readiness.problems().contains(&"shutting down".to_owned()), "draining is not ready");
+    let again = reqwest::Client::new().get(format!("{}/healthz", g.url)).send().await;
+    assert!(again.is_err(), "no new connections after shutdown: {again:?}");
+}
+
+#[tokio::test]
+async fn serving_threads_answer_and_drain_like_serve() {
+    let g = gateway_on(Duration::from_secs(10), Some(2)).await;
+    // Separate connections, so that both threads' accept loops take some.
+    let body = json!({"model": "family", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let answers = futures::future::join_all((0..16).map(|_| {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+        let (url, body) = (format!("{}/v1/messages", g.url), body.clone());
+        async move { client.post(url).json(&body).send().await.map(|r| r.status().as_u16()) }
+    }))
+    .await;
+    assert!(answers.iter().all(|a| matches!(a, Ok(200))), "{answers:?}");
+    assert_eq!(g.ant.handle().stats().requests_total, 16);
+    g.ant.handle().add_fault(FaultRule::new(Fault::StallMidStream { after_events: 3, ms: 500 }));
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/messages", g.url))
+        .json(&stream_request())
+        .send()
+        .await
+        .expect("stream head");
+    g.stop.cancel();
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.text()).await.expect("no hang").expect("body");
+    assert!(body.contains("event: message_stop"), "the stream ran to its end during the drain: {body}");
+    tokio::time::timeout(Duration::from_secs(10), g.served).await.expect("returns").expect("join").expect("ok");
     let again = reqwest::Client::new().get(format!("{}/healthz", g.url)).send().await;
     assert!(again.is_err(), "no new connections after shutdown: {again:?}");
 }

@@ -128,9 +128,17 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     detail
 }
 
-/// The pools of all upstreams, one per scheme, host and port.
+/// Which pool: the tokio runtime (a socket belongs to the runtime whose reactor registered
+/// it), https or not, and the upstream's authority.
+type PoolKey = (Option<tokio::runtime::Id>, bool, Authority);
+
+/// The pools of all upstreams, one per runtime, scheme, host and port.
+///
+/// Per runtime because a connection is driven by its runtime's reactor: the gateway serves on
+/// one single-threaded runtime per thread, and a connection made on one and used on another
+/// would be woken across threads, and die with the first runtime at shutdown.
 pub struct Pools {
-    pools: Mutex<HashMap<(bool, Authority), Arc<Pool>>>,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     tls: TlsConnector,
 }
 
@@ -145,16 +153,18 @@ impl Pools {
         Pools { pools: Mutex::default(), tls: TlsConnector::from(tls) }
     }
 
-    /// The pool for `uri`'s scheme and authority (made on first use).
+    /// The current runtime's pool for `uri`'s scheme and authority (made on first use).
     pub fn pool(&self, uri: &Uri) -> Result<Arc<Pool>, SendError> {
         let https = uri.scheme_str() == Some("https");
         let authority = uri.authority().ok_or_else(|| SendError::new(format!("no host in {uri}")))?;
+        let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+        let key = (runtime, https, authority.clone());
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(p) = pools.get(&(https, authority.clone())) {
+        if let Some(p) = pools.get(&key) {
             return Ok(p.clone());
         }
         let pool = Arc::new(Pool::new(https, authority, self.tls.clone())?);
-        pools.insert((https, authority.clone()), pool.clone());
+        pools.insert(key, pool.clone());
         Ok(pool)
     }
 }

@@ -329,8 +329,7 @@ async fn measure(plan: &Plan) -> anyhow::Result<Report> {
     let threads = plan.gateway_threads.map(|n| n.to_string());
     let mut env = vec![("FLOTILLA_BENCH_ANTHROPIC_KEY", BENCH_KEY), ("FLOTILLA_BENCH_OPENAI_KEY", BENCH_KEY)];
     if let Some(n) = &threads {
-        // tokio's multi-thread runtime reads this when the gateway builds it.
-        env.push(("TOKIO_WORKER_THREADS", n));
+        env.push(("FLOTILLA_HTTP_THREADS", n));
     }
     let (gw, gw_url, ready_in) = procs::spawn_gateway(&exe, &config, &env, dir_path, &control).await?;
     let mut usage = GatewayUsage {

@@ -245,6 +245,9 @@ pub struct GatewayArgs {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     pub drain_timeout: u64,
+    /// Threads serving HTTP, each with its own single-threaded runtime [default: one per CPU].
+    #[arg(long, env = "FLOTILLA_HTTP_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_threads: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -328,7 +331,7 @@ pub struct BenchRouterArgs {
     /// Skip the nginx phase.
     #[arg(long)]
     pub no_nginx: bool,
-    /// Tokio worker threads of the gateway (TOKIO_WORKER_THREADS) [default: one per CPU].
+    /// HTTP serving threads of the gateway (its --http-threads) [default: one per CPU].
     #[arg(long, value_name = "N")]
     pub gateway_threads: Option<usize>,
 }

@@ -203,7 +203,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         }
         tracing::info!(event = "gateway_shutdown", "shutting down: no new requests, draining in-flight ones");
     };
-    flotilla_gateway::serve(listener, state, shutdown, Duration::from_secs(args.drain_timeout)).await?;
+    let threads = args
+        .http_threads
+        .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get), usize::from);
+    flotilla_gateway::serve_threads(listener, state, shutdown, Duration::from_secs(args.drain_timeout), threads)
+        .await?;
     // Intake stopped and HTTP drained: stop the channels and turns (a fleet node revokes its
     // lease, so its Slack apps move to other nodes at once), then flush the journal.
     agents_cancel.cancel();

@@ -244,7 +244,7 @@ pub fn render_table(r: &Report) -> String {
         s.rate, s.stream_rate, s.sim_tokens_per_sec, s.duration_s, s.warmup_s, s.concurrency, r.cpus
     );
     if let Some(n) = s.gateway_threads {
-        let _ = writeln!(out, "gateway tokio worker threads: {n}");
+        let _ = writeln!(out, "gateway HTTP threads: {n}");
     }
     let _ =
         writeln!(out, "latency in ms from when each request was due; late = sent > {} ms after due\n", s.late_after_ms);
