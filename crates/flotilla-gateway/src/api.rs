@@ -149,7 +149,7 @@ fn finish(
     s: &GatewayState,
     format: ApiFormat,
     stream: bool,
-    outcome: &str,
+    outcome: &'static str,
     answered_by: Option<&str>,
     attempts: usize,
     received: Instant,

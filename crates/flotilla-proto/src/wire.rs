@@ -64,7 +64,8 @@ impl Serialize for EmptyObject {
 /// Serializes a value that cannot fail to serialize (plain structs of strings and numbers)
 /// into a fresh buffer.
 pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    // Room for a typical short answer, so that it is written without growing the buffer.
+    let mut out = Vec::with_capacity(1024);
     // Our wire structs have string keys only, so serialization cannot fail; should it ever,
     // an empty body is easier to diagnose than a half-written one.
     if serde_json::to_writer(&mut out, value).is_err() {

@@ -162,10 +162,10 @@ impl BreakerStateChanged<'_> {
 /// A client request finished (last byte sent, or error returned).
 #[derive(Debug)]
 pub struct RequestFinished<'a> {
-    pub api: &'a str,
+    pub api: &'static str,
     pub stream: bool,
     /// `ok` or an error kind.
-    pub outcome: &'a str,
+    pub outcome: &'static str,
     pub answered_by: Option<&'a str>,
     pub attempts: u32,
     pub duration: Duration,
@@ -182,11 +182,8 @@ impl RequestFinished<'_> {
             attempts = self.attempts,
             duration_ms = self.duration.as_secs_f64() * 1000.0,
         );
-        let labels = RequestLabels {
-            api: self.api.to_owned(),
-            outcome: self.outcome.to_owned(),
-            stream: if self.stream { "true" } else { "false" }.to_owned(),
-        };
+        let labels =
+            RequestLabels { api: self.api, outcome: self.outcome, stream: if self.stream { "true" } else { "false" } };
         m.requests.get_or_create(&labels).inc();
         m.request_duration.get_or_create(&labels).observe(self.duration.as_secs_f64());
     }

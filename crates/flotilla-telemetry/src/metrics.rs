@@ -15,10 +15,10 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The API the client spoke (`anthropic`, `openai-chat`, `openai-responses`).
-    pub api: String,
+    pub api: &'static str,
     /// `ok` or the error kind.
-    pub outcome: String,
-    pub stream: String,
+    pub outcome: &'static str,
+    pub stream: &'static str,
 }
 
 /// Labels of one upstream attempt.
