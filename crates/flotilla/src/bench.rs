@@ -56,12 +56,16 @@ struct Plan {
     concurrency: usize,
     nginx: Option<PathBuf>,
     gateway_threads: Option<usize>,
+    /// Rounds in which the direct, nginx and gateway phases take turns.
+    rounds: usize,
 }
 
 impl Plan {
     fn from_args(a: &BenchRouterArgs) -> anyhow::Result<Self> {
-        let (rate, stream_rate, warmup, duration) =
-            if a.quick { (500.0, 100.0, 1.0, 3.0) } else { (2000.0, 200.0, 2.0, 10.0) };
+        let (rate, stream_rate, warmup, duration, rounds) =
+            if a.quick { (500.0, 100.0, 1.0, 3.0, 1) } else { (2000.0, 200.0, 2.0, 10.0, 5) };
+        let rounds = a.rounds.unwrap_or(rounds);
+        anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
         let rate = a.rate.unwrap_or(rate);
         let stream_rate = a.stream_rate.unwrap_or(stream_rate);
         let warmup = a.warmup.unwrap_or(warmup);
@@ -81,6 +85,7 @@ impl Plan {
             concurrency: a.concurrency,
             nginx,
             gateway_threads: a.gateway_threads,
+            rounds,
         })
     }
 
@@ -93,6 +98,7 @@ impl Plan {
             concurrency: self.concurrency,
             sim_tokens_per_sec: SIM_TOKENS_PER_SEC,
             gateway_threads: self.gateway_threads,
+            rounds: self.rounds,
             late_after_ms: load::LATE_AFTER.as_secs_f64() * 1000.0,
         }
     }
@@ -209,27 +215,107 @@ struct PhaseDef<'a> {
 }
 
 async fn run_phase(plan: &Plan, def: PhaseDef<'_>) -> anyhow::Result<Phase> {
-    let measures = match def.measure {
-        Measure::WholeAnswer => "whole answer",
-        Measure::FirstContent => "first content delta",
-    };
+    let mut phases = run_in_turns(plan, vec![def], 1).await?;
+    phases.pop().context("a phase without a result")
+}
+
+/// Runs the phases of `defs` in `rounds` rounds, each phase once per round for
+/// duration/rounds seconds after its own warm-up, in an order that rotates by one each round,
+/// and reports each phase over all its turns. Phases compared with one another are measured
+/// this way so that the machine's other load (compiles, other VMs' steal time) lands on all of
+/// them alike instead of on whichever phase happened to run at the time.
+async fn run_in_turns(plan: &Plan, defs: Vec<PhaseDef<'_>>, rounds: usize) -> anyhow::Result<Vec<Phase>> {
+    let rounds = rounds.max(1);
+    let turns = u32::try_from(rounds).context("too many rounds")?;
+    let duration = plan.duration / turns;
+    // Connections and caches are warm after the first turn; a short warm-up per turn is enough.
+    let warmup = if rounds == 1 { plan.warmup } else { (plan.warmup / turns).max(Duration::from_millis(500)) };
+    let mut sums: Vec<Option<Turn>> = defs.iter().map(|_| None).collect();
+    for round in 0..rounds {
+        for k in 0..defs.len() {
+            let i = (k + round) % defs.len();
+            let (Some(def), Some(sum)) = (defs.get(i), sums.get_mut(i)) else { continue };
+            let label = if rounds == 1 { def.name.to_owned() } else { format!("{} {}/{rounds}", def.name, round + 1) };
+            let turn = run_turn(plan, def, warmup, duration, &label).await?;
+            *sum = Some(match sum.take() {
+                None => turn,
+                Some(total) => total.add(turn)?,
+            });
+        }
+    }
+    let mut phases = Vec::new();
+    for (def, sum) in defs.iter().zip(sums) {
+        let Turn { result, sim_cpu, proxy_cpu } = sum.context("a phase that never ran")?;
+        let mut phase = Phase::measured(def.name, def.path, def.measure.describe(), def.rate, &result);
+        let per_request =
+            |cpu: Option<Duration>| procs::cpu_per_request(Some(Duration::ZERO), cpu, result.completed_total);
+        phase.sim_cpu_us_per_req = per_request(sim_cpu);
+        if def.proxy.is_some() {
+            phase.proxy_cpu_us_per_req = per_request(proxy_cpu);
+        }
+        eprintln!(
+            "  {}: {} ok, {} errors, {} dropped, {} late; p50 {:.3} ms, p99 {:.3} ms",
+            phase.name,
+            phase.ok,
+            phase.errors,
+            phase.dropped,
+            phase.late,
+            phase.p50_us / 1000.0,
+            phase.p99_us / 1000.0
+        );
+        for e in &phase.error_samples {
+            eprintln!("    error: {e}");
+        }
+        phases.push(phase);
+    }
+    Ok(phases)
+}
+
+/// What one turn of a phase (or several, added up) measured.
+struct Turn {
+    result: load::LoadResult,
+    /// CPU time of the phase's simulator and proxy during the turn(s).
+    sim_cpu: Option<Duration>,
+    proxy_cpu: Option<Duration>,
+}
+
+impl Turn {
+    fn add(mut self, other: Turn) -> anyhow::Result<Turn> {
+        let add = |a: Option<Duration>, b: Option<Duration>| Some(a? + b?);
+        self.result.merge(other.result)?;
+        Ok(Turn {
+            result: self.result,
+            sim_cpu: add(self.sim_cpu, other.sim_cpu),
+            proxy_cpu: add(self.proxy_cpu, other.proxy_cpu),
+        })
+    }
+}
+
+/// One turn of a phase: its load for `warmup` + `duration`, and the CPU time its simulator
+/// and proxy used meanwhile.
+async fn run_turn(
+    plan: &Plan,
+    def: &PhaseDef<'_>,
+    warmup: Duration,
+    duration: Duration,
+    label: &str,
+) -> anyhow::Result<Turn> {
     let spec = LoadSpec {
         uri: def.url.parse().with_context(|| format!("bad url {}", def.url))?,
-        headers: def.headers,
-        body: def.body,
+        headers: def.headers.clone(),
+        body: def.body.clone(),
         measure: def.measure,
-        expect_model: def.expect_model,
+        expect_model: def.expect_model.clone(),
         rate: def.rate,
-        warmup: plan.warmup,
-        duration: plan.duration,
+        warmup,
+        duration,
         concurrency: plan.concurrency,
     };
-    eprintln!("phase {}: {} at {} req/s, measuring the {measures}", def.name, def.path, def.rate);
-    let total = plan.warmup + plan.duration;
+    eprintln!("phase {label}: {} at {} req/s, measuring the {}", def.path, def.rate, def.measure.describe());
+    let total = warmup + duration;
     let bar = ProgressBar::new(total.as_millis() as u64);
-    bar.set_style(ProgressStyle::with_template("{prefix:>16} [{bar:30}] {msg}")?.progress_chars("=> "));
-    bar.set_prefix(def.name);
-    let warmup = plan.warmup;
+    bar.set_style(ProgressStyle::with_template("{prefix:>22} [{bar:30}] {msg}")?.progress_chars("=> "));
+    bar.set_prefix(label.to_owned());
     let (sim_cpu0, proxy_cpu0) = (def.sim.cpu_time(), def.proxy.and_then(Proc::cpu_time));
     let result = load::run(spec, |elapsed| {
         bar.set_position(elapsed.as_millis() as u64);
@@ -243,26 +329,10 @@ async fn run_phase(plan: &Plan, def: PhaseDef<'_>) -> anyhow::Result<Phase> {
     .await;
     bar.finish_and_clear();
     let result = result?;
-    let (sim_cpu1, proxy_cpu1) = (def.sim.cpu_time(), def.proxy.and_then(Proc::cpu_time));
-    let mut phase = Phase::measured(def.name, def.path, measures, def.rate, &result);
-    phase.sim_cpu_us_per_req = procs::cpu_per_request(sim_cpu0, sim_cpu1, result.completed_total);
-    if def.proxy.is_some() {
-        phase.proxy_cpu_us_per_req = procs::cpu_per_request(proxy_cpu0, proxy_cpu1, result.completed_total);
-    }
-    eprintln!(
-        "  {}: {} ok, {} errors, {} dropped, {} late; p50 {:.3} ms, p99 {:.3} ms",
-        phase.name,
-        phase.ok,
-        phase.errors,
-        phase.dropped,
-        phase.late,
-        phase.p50_us / 1000.0,
-        phase.p99_us / 1000.0
-    );
-    for e in &phase.error_samples {
-        eprintln!("    error: {e}");
-    }
-    Ok(phase)
+    let delta = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+    let sim_cpu = delta(sim_cpu0, def.sim.cpu_time());
+    let proxy_cpu = delta(proxy_cpu0, def.proxy.and_then(Proc::cpu_time));
+    Ok(Turn { result, sim_cpu, proxy_cpu })
 }
 
 async fn sim_requests_total(control: &client::HttpClient, sim_url: &str) -> anyhow::Result<u64> {
@@ -341,89 +411,77 @@ async fn measure(plan: &Plan) -> anyhow::Result<Report> {
     let fallback_model = format!("openai/{OPENAI_MODEL}");
     let mut phases = Vec::new();
 
-    // (a) The baseline: straight to the Anthropic simulator.
-    let direct = run_phase(
-        plan,
-        PhaseDef {
-            name: "direct-anthropic",
-            path: "client → anthropic sim",
-            url: format!("{ant_url}/v1/messages"),
-            headers: anthropic_headers(),
-            body: anthropic_body(ANTHROPIC_MODEL, false),
-            measure: Measure::WholeAnswer,
-            expect_model: None,
-            rate: plan.rate,
-            sim: &ant,
-            proxy: None,
-        },
-    )
-    .await?;
-    phases.push(direct);
-
-    // (b) The floor any HTTP hop costs here: nginx proxy_pass with a keep-alive upstream.
+    // (a) The baseline, straight to the Anthropic simulator; (b) the floor any HTTP hop costs
+    // here, nginx proxy_pass with a keep-alive upstream; (c) through the gateway, Anthropic
+    // format in, the Anthropic simulator answering. Measured in turns (see `run_in_turns`).
     const NGINX_PATH: &str = "client → nginx proxy_pass → anthropic sim";
-    let mut nginx_usage = None;
-    match &plan.nginx {
-        None => phases.push(Phase::skipped(
-            "nginx",
-            NGINX_PATH,
-            "whole answer",
-            plan.rate,
-            "nginx is not installed (apt-get install nginx) or --no-nginx".to_owned(),
-        )),
+    let direct = PhaseDef {
+        name: "direct-anthropic",
+        path: "client → anthropic sim",
+        url: format!("{ant_url}/v1/messages"),
+        headers: anthropic_headers(),
+        body: anthropic_body(ANTHROPIC_MODEL, false),
+        measure: Measure::WholeAnswer,
+        expect_model: None,
+        rate: plan.rate,
+        sim: &ant,
+        proxy: None,
+    };
+    let gateway = PhaseDef {
+        name: "gateway",
+        path: "client → gateway → anthropic sim",
+        url: format!("{gw_url}/v1/messages"),
+        headers: anthropic_headers(),
+        body: anthropic_body(AGENT, false),
+        measure: Measure::WholeAnswer,
+        expect_model: Some(gateway_model.clone()),
+        rate: plan.rate,
+        sim: &ant,
+        proxy: Some(&gw),
+    };
+    let nginx = match &plan.nginx {
+        None => Err("nginx is not installed (apt-get install nginx) or --no-nginx".to_owned()),
         Some(bin) => {
             let upstream = ant_url.trim_start_matches("http://").to_owned();
-            match procs::spawn_nginx(bin, &upstream, dir_path, &control).await {
-                Err(e) => {
-                    eprintln!("nginx did not start, skipping its phase: {e:#}");
-                    phases.push(Phase::skipped("nginx", NGINX_PATH, "whole answer", plan.rate, format!("{e:#}")));
-                }
-                Ok((nginx, nginx_url)) => {
-                    let phase = run_phase(
-                        plan,
-                        PhaseDef {
-                            name: "nginx",
-                            path: NGINX_PATH,
-                            url: format!("{nginx_url}/v1/messages"),
-                            headers: anthropic_headers(),
-                            body: anthropic_body(ANTHROPIC_MODEL, false),
-                            measure: Measure::WholeAnswer,
-                            expect_model: None,
-                            rate: plan.rate,
-                            sim: &ant,
-                            proxy: Some(&nginx),
-                        },
-                    )
-                    .await?;
-                    nginx_usage = Some(NginxUsage {
-                        binary: bin.display().to_string(),
-                        rss_after_load_kib: nginx.rss_kib(),
-                        cpu_us_per_req: phase.proxy_cpu_us_per_req,
-                    });
-                    phases.push(phase);
-                    nginx.stop().await;
-                }
-            }
+            procs::spawn_nginx(bin, &upstream, dir_path, &control).await.map(|n| (bin, n)).map_err(|e| {
+                eprintln!("nginx did not start, skipping its phase: {e:#}");
+                format!("{e:#}")
+            })
+        }
+    };
+    let mut nginx_usage = None;
+    match &nginx {
+        Err(why) => {
+            let mut measured = run_in_turns(plan, vec![direct, gateway], plan.rounds).await?.into_iter();
+            phases.extend(measured.next());
+            phases.push(Phase::skipped("nginx", NGINX_PATH, "whole answer", plan.rate, why.clone()));
+            phases.extend(measured);
+        }
+        Ok((bin, (nginx, nginx_url))) => {
+            let via_nginx = PhaseDef {
+                name: "nginx",
+                path: NGINX_PATH,
+                url: format!("{nginx_url}/v1/messages"),
+                headers: anthropic_headers(),
+                body: anthropic_body(ANTHROPIC_MODEL, false),
+                measure: Measure::WholeAnswer,
+                expect_model: None,
+                rate: plan.rate,
+                sim: &ant,
+                proxy: Some(nginx),
+            };
+            let measured = run_in_turns(plan, vec![direct, via_nginx, gateway], plan.rounds).await?;
+            nginx_usage = Some(NginxUsage {
+                binary: bin.display().to_string(),
+                rss_after_load_kib: nginx.rss_kib(),
+                cpu_us_per_req: measured.iter().find(|p| p.name == "nginx").and_then(|p| p.proxy_cpu_us_per_req),
+            });
+            phases.extend(measured);
         }
     }
-
-    // (c) Through the gateway: Anthropic format in, the Anthropic simulator answers.
-    let gateway = run_phase(
-        plan,
-        PhaseDef {
-            name: "gateway",
-            path: "client → gateway → anthropic sim",
-            url: format!("{gw_url}/v1/messages"),
-            headers: anthropic_headers(),
-            body: anthropic_body(AGENT, false),
-            measure: Measure::WholeAnswer,
-            expect_model: Some(gateway_model.clone()),
-            rate: plan.rate,
-            sim: &ant,
-            proxy: Some(&gw),
-        },
-    )
-    .await?;
+    if let Ok((_, (nginx, _))) = nginx {
+        nginx.stop().await;
+    }
     // The gateway's histogram accumulates from its start: read it before other phases add to it.
     let overhead = match router_overhead(&control, &gw_url).await {
         Ok(o) => Some(o),
@@ -433,8 +491,7 @@ async fn measure(plan: &Plan) -> anyhow::Result<Report> {
         }
     };
     usage.rss_after_load_kib = gw.rss_kib();
-    usage.cpu_us_per_req = gateway.proxy_cpu_us_per_req;
-    phases.push(gateway);
+    usage.cpu_us_per_req = phases.iter().find(|p| p.name == "gateway").and_then(|p| p.proxy_cpu_us_per_req);
 
     // (e) Streaming, before the primary is broken on purpose: time to the first content delta.
     let stream_direct = run_phase(
@@ -631,17 +688,25 @@ mod tests {
     fn defaults_quick_and_explicit_flags() {
         let p = plan(&["--no-nginx"]).unwrap();
         assert_eq!((p.rate, p.stream_rate, p.duration.as_secs(), p.warmup.as_secs()), (2000.0, 200.0, 10, 2));
-        assert_eq!(p.concurrency, 256);
+        assert_eq!((p.concurrency, p.rounds), (256, 5));
         assert!(p.nginx.is_none());
         let q = plan(&["--quick"]).unwrap();
         assert_eq!((q.rate, q.stream_rate, q.duration.as_secs(), q.warmup.as_secs()), (500.0, 100.0, 3, 1));
+        assert_eq!(q.rounds, 1, "a quick run measures each phase in one go");
+        assert_eq!(plan(&["--rounds", "3"]).unwrap().rounds, 3);
         let r = plan(&["--quick", "--rate", "50", "--duration", "1.5"]).unwrap();
         assert_eq!((r.rate, r.duration), (50.0, Duration::from_millis(1500)), "explicit flags win over --quick");
     }
 
     #[test]
     fn nonsense_settings_are_refused() {
-        for bad in [&["--rate", "0"][..], &["--duration", "-1"], &["--concurrency", "0"], &["--gateway-threads", "0"]] {
+        for bad in [
+            &["--rate", "0"][..],
+            &["--duration", "-1"],
+            &["--concurrency", "0"],
+            &["--gateway-threads", "0"],
+            &["--rounds", "0"],
+        ] {
             assert!(plan(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -316,6 +316,11 @@ pub struct BenchRouterArgs {
     /// Unrecorded warm-up seconds before each phase [default: 2; --quick 1].
     #[arg(long)]
     pub warmup: Option<f64>,
+    /// Rounds in which the direct, nginx and gateway phases take turns, so that whatever else
+    /// the machine does affects the three alike; each round runs each of them for
+    /// duration/rounds seconds after a short warm-up [default: 5; --quick 1].
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
     /// Most requests in flight; one due while this many are out is dropped and counted.
     #[arg(long, default_value = "256")]
     pub concurrency: usize,

@@ -39,6 +39,15 @@ pub enum Measure {
     FirstContent,
 }
 
+impl Measure {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Measure::WholeAnswer => "whole answer",
+            Measure::FirstContent => "first content delta",
+        }
+    }
+}
+
 /// One phase's traffic.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -95,6 +104,25 @@ impl LoadResult {
             error_samples: Vec::new(),
             window,
         })
+    }
+
+    /// Adds the counts and latencies of another run of the same phase (one measured in turns).
+    pub fn merge(&mut self, other: LoadResult) -> anyhow::Result<()> {
+        self.latency.add(&other.latency).context("merging latency histograms")?;
+        self.service.add(&other.service).context("merging latency histograms")?;
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.dropped += other.dropped;
+        self.late += other.late;
+        self.completed_total += other.completed_total;
+        self.window += other.window;
+        self.errors += other.errors;
+        for msg in other.error_samples {
+            if self.error_samples.len() < ERROR_SAMPLES && !self.error_samples.contains(&msg) {
+                self.error_samples.push(msg);
+            }
+        }
+        Ok(())
     }
 
     fn error(&mut self, msg: String) {
@@ -265,4 +293,33 @@ async fn one_request(client: &HttpClient, spec: &LoadSpec) -> Result<Instant, St
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_turns_count_and_rank_every_request() -> anyhow::Result<()> {
+        let mut a = LoadResult::new(Duration::from_secs(2))?;
+        let mut b = LoadResult::new(Duration::from_secs(2))?;
+        for ns in [100_000u64, 200_000, 300_000] {
+            a.latency.record(ns)?;
+            a.ok += 1;
+        }
+        for ns in [900_000u64, 1_000_000] {
+            b.latency.record(ns)?;
+            b.ok += 1;
+        }
+        a.error("reset".into());
+        b.error("reset".into());
+        b.error("timeout".into());
+        b.dropped = 4;
+        a.merge(b)?;
+        assert_eq!((a.ok, a.errors, a.dropped, a.window), (5, 3, 4, Duration::from_secs(4)));
+        assert_eq!(a.latency.len(), 5);
+        assert_eq!(a.latency.value_at_quantile(0.5) / 1000, 300, "the median of all five");
+        assert_eq!(a.error_samples, ["reset", "timeout"]);
+        Ok(())
+    }
 }

@@ -37,8 +37,10 @@ pub struct Settings {
     pub concurrency: usize,
     /// Stream pacing of the simulators (non-streaming answers are not paced).
     pub sim_tokens_per_sec: f64,
-    /// The gateway's tokio worker threads when set (default: one per CPU).
+    /// The gateway's HTTP serving threads when set (default: one per CPU).
     pub gateway_threads: Option<usize>,
+    /// Rounds in which the direct, nginx and gateway phases took turns.
+    pub rounds: usize,
     pub late_after_ms: f64,
 }
 
@@ -243,6 +245,14 @@ pub fn render_table(r: &Report) -> String {
         "flotilla bench router: {} req/s ({} req/s streaming, simulators streaming {} tokens/s) for {} s after {} s warm-up per phase, at most {} in flight, {} CPUs shared by everything",
         s.rate, s.stream_rate, s.sim_tokens_per_sec, s.duration_s, s.warmup_s, s.concurrency, r.cpus
     );
+    if s.rounds > 1 {
+        let _ = writeln!(
+            out,
+            "direct-anthropic, nginx and gateway took turns: {} rounds of {:.1} s each (after a warm-up per turn)",
+            s.rounds,
+            s.duration_s / s.rounds as f64
+        );
+    }
     if let Some(n) = s.gateway_threads {
         let _ = writeln!(out, "gateway HTTP threads: {n}");
     }
