@@ -4,14 +4,14 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flotilla_proto::{
     ApiError, ApiFormat, ChatRequest, ChatResponse, ErrorKind, ProtoError, StreamEvent, anthropic, openai_chat,
     openai_responses,
 };
-use flotilla_router::{CommittedStream, RouteError};
+use flotilla_router::{Answered, CommittedStream, RouteError};
 use flotilla_telemetry::events::RequestFinished;
 use tokio::time::Instant;
 
@@ -84,11 +84,15 @@ pub fn error_response(format: ApiFormat, err: &ApiError, attempts: Option<usize>
     resp
 }
 
-fn routing_headers(headers: &mut HeaderMap, model_ref: &str, attempts: usize) {
-    if let Ok(v) = HeaderValue::from_str(model_ref) {
-        headers.insert(MODEL_HEADER, v);
+fn routing_headers(headers: &mut HeaderMap, answered: &Answered, attempts: usize) {
+    const MODEL: HeaderName = HeaderName::from_static(MODEL_HEADER);
+    const ATTEMPTS: HeaderName = HeaderName::from_static(ATTEMPTS_HEADER);
+    const FEW: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    if let Some(v) = answered.model_header() {
+        headers.insert(MODEL, v.clone());
     }
-    headers.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    let n = FEW.get(attempts).map_or_else(|| HeaderValue::from(attempts), |s| HeaderValue::from_static(s));
+    headers.insert(ATTEMPTS, n);
 }
 
 async fn handle(s: GatewayState, format: ApiFormat, body: Bytes) -> Response {
@@ -109,10 +113,12 @@ async fn handle(s: GatewayState, format: ApiFormat, body: Bytes) -> Response {
         Ok(result) => {
             let encode_start = Instant::now();
             let body = encode(format, &result.response);
-            let mut resp =
-                ([(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+            let mut resp = Response::new(Body::from(body));
+            let headers = resp.headers_mut();
+            headers.reserve(3);
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            routing_headers(headers, &result.answered, result.attempts.len());
             let who = result.answered.model_ref();
-            routing_headers(resp.headers_mut(), who, result.attempts.len());
             s.metrics.observe_overhead(parsed_in + result.own_time + encode_start.elapsed());
             finish(&s, format, false, "ok", Some(who), result.attempts.len(), received);
             resp
@@ -219,7 +225,7 @@ async fn handle_stream(
     let mut resp_headers = HeaderMap::new();
     resp_headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     resp_headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    routing_headers(&mut resp_headers, committed.answered.model_ref(), committed.attempts.len());
+    routing_headers(&mut resp_headers, &committed.answered, committed.attempts.len());
     s.metrics.observe_overhead(parsed_in + committed.own_time);
     let state = StreamState { committed, encoder: Encoder::new(format), gateway: s, format, received, finished: false };
     let body = futures::stream::unfold(state, |mut st| async move {

@@ -26,12 +26,20 @@ pub struct Answered {
     pub credential: String,
     /// `provider/model`, formatted once per config load (it goes into a header and a metric).
     model_ref: String,
+    /// The same as a header value, also made once per config load (`None` if a name cannot
+    /// be a header value).
+    model_header: Option<http::HeaderValue>,
 }
 
 impl Answered {
     /// `provider/model`, as sent in the `x-flotilla-model` header.
     pub fn model_ref(&self) -> &str {
         &self.model_ref
+    }
+
+    /// [`Answered::model_ref`] as a header value.
+    pub fn model_header(&self) -> Option<&http::HeaderValue> {
+        self.model_header.as_ref()
     }
 }
 
@@ -230,6 +238,7 @@ impl Router {
                                     model: cand.model.clone(),
                                     credential: cred_name.to_owned(),
                                     model_ref: cand.model_ref.clone(),
+                                    model_header: cand.model_header.clone(),
                                 };
                                 return Ok((answer, answered, attempts, first_send.unwrap_or_default()));
                             }

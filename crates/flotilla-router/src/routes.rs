@@ -44,6 +44,8 @@ pub(crate) struct Candidate {
     pub model: String,
     /// `provider/model`.
     pub model_ref: String,
+    /// `model_ref` as a header value.
+    pub model_header: Option<http::HeaderValue>,
     /// `None` when the provider is not configured (the attempt is recorded as skipped).
     pub upstream: Option<Upstream>,
 }
@@ -186,7 +188,9 @@ fn candidate(config: &Config, c: &ModelRef) -> Candidate {
             success: OnceLock::new(),
         }
     });
-    Candidate { provider: c.provider.clone(), model: c.model.clone(), model_ref: c.to_string(), upstream }
+    let model_ref = c.to_string();
+    let model_header = http::HeaderValue::from_str(&model_ref).ok();
+    Candidate { provider: c.provider.clone(), model: c.model.clone(), model_ref, model_header, upstream }
 }
 
 fn credential_plan(
