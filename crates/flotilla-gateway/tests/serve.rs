@@ -102,8 +102,13 @@ async fn requests_share_a_keep_alive_connection_until_shutdown_closes_it() {
 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() {
-    let g = gateway(Duration::from_secs(10)).await;
-    // The stream pauses after its first events, so it is in flight when shutdown starts.
+    shutdown_lets_a_stream_finish(gateway(Duration::from_secs(10)).await).await;
+}
+
+/// Starts a stream that pauses after its first events, shuts the gateway down while it is in
+/// flight, and checks that it runs to its end, that serving returns, and that no new
+/// connection is taken.
+async fn shutdown_lets_a_stream_finish(g: Gateway) {
     g.ant.handle().add_fault(FaultRule::new(Fault::StallMidStream { after_events: 3, ms: 500 }));
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/messages", g.url))
@@ -134,19 +139,9 @@ async fn serving_threads_answer_and_drain_like_serve() {
     .await;
     assert!(answers.iter().all(|a| matches!(a, Ok(200))), "{answers:?}");
     assert_eq!(g.ant.handle().stats().requests_total, 16);
-    g.ant.handle().add_fault(FaultRule::new(Fault::StallMidStream { after_events: 3, ms: 500 }));
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/messages", g.url))
-        .json(&stream_request())
-        .send()
-        .await
-        .expect("stream head");
-    g.stop.cancel();
-    let body = tokio::time::timeout(Duration::from_secs(10), resp.text()).await.expect("no hang").expect("body");
-    assert!(body.contains("event: message_stop"), "the stream ran to its end during the drain: {body}");
-    tokio::time::timeout(Duration::from_secs(10), g.served).await.expect("returns").expect("join").expect("ok");
-    let again = reqwest::Client::new().get(format!("{}/healthz", g.url)).send().await;
-    assert!(again.is_err(), "no new connections after shutdown: {again:?}");
+    // A stream on one of the threads finishes during the drain (and, found by this test, is
+    // not cut when the other thread's runtime stops first).
+    shutdown_lets_a_stream_finish(g).await;
 }
 
 #[tokio::test]
