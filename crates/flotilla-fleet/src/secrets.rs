@@ -17,29 +17,17 @@ pub async fn load(store: &dyn Store, keys: &Keys, key: Option<&KeyFile>) -> Resu
     let auth = store.list(&keys.auth_profiles()).await?;
     for kv in auth.kvs {
         let Some(name) = keys.name_after(&keys.auth_profiles(), &kv.key) else { continue };
-        let Some(key) = key else {
-            out.auth.insert(
-                name.to_owned(),
-                StoredAuth {
-                    provider: String::new(),
-                    kind: CredentialKind::ApiKey,
-                    secret: SecretString::from("unverified"),
-                },
-            );
-            continue;
-        };
-        let cred = open_credential(key, &kv.value)
-            .map_err(|e| FleetError::Secret { name: name.to_owned(), error: e.to_string() })?;
-        let stored = match cred {
-            StoredCredential::ApiKey { provider, key } => {
+        let stored = match open_entry(key, name, &kv.value)? {
+            None => StoredAuth { provider: String::new(), kind: CredentialKind::ApiKey, secret: unverified() },
+            Some(StoredCredential::ApiKey { provider, key }) => {
                 StoredAuth { provider, kind: CredentialKind::ApiKey, secret: key }
             }
-            StoredCredential::OAuth(o) => StoredAuth {
+            Some(StoredCredential::OAuth(o)) => StoredAuth {
                 provider: o.provider,
                 kind: CredentialKind::OAuth { expires_at: Some(o.expires_at) },
                 secret: o.access_token,
             },
-            StoredCredential::Secret { value } => {
+            Some(StoredCredential::Secret { value }) => {
                 out.secrets.insert(name.to_owned(), value);
                 continue;
             }
@@ -49,18 +37,27 @@ pub async fn load(store: &dyn Store, keys: &Keys, key: Option<&KeyFile>) -> Resu
     let secrets = store.list(&keys.secrets()).await?;
     for kv in secrets.kvs {
         let Some(path) = keys.name_after(&keys.secrets(), &kv.key) else { continue };
-        let value = match key {
-            None => SecretString::from("unverified"),
-            Some(key) => match open_credential(key, &kv.value)
-                .map_err(|e| FleetError::Secret { name: path.to_owned(), error: e.to_string() })?
-            {
-                StoredCredential::Secret { value } | StoredCredential::ApiKey { key: value, .. } => value,
-                StoredCredential::OAuth(o) => o.access_token,
-            },
+        let value = match open_entry(key, path, &kv.value)? {
+            None => unverified(),
+            Some(StoredCredential::Secret { value } | StoredCredential::ApiKey { key: value, .. }) => value,
+            Some(StoredCredential::OAuth(o)) => o.access_token,
         };
         out.secrets.insert(path.to_owned(), value);
     }
     Ok(out)
+}
+
+/// One sealed entry opened with `key`; `None` without a key (its name is known, its value not).
+fn open_entry(key: Option<&KeyFile>, name: &str, sealed: &[u8]) -> Result<Option<StoredCredential>, FleetError> {
+    let Some(key) = key else { return Ok(None) };
+    open_credential(key, sealed)
+        .map(Some)
+        .map_err(|e| FleetError::Secret { name: name.to_owned(), error: e.to_string() })
+}
+
+/// The value that stands for one the key-less reader cannot open.
+fn unverified() -> SecretString {
+    SecretString::from("unverified")
 }
 
 /// A stored credential's kind and expiry, for `auth list` (never the value).

@@ -345,16 +345,7 @@ pub(crate) fn models(app: &App, headers: &HeaderMap) -> Response {
     } else {
         openai::decorate(response.headers_mut(), &request_id, success, Duration::ZERO);
     }
-    app.handle.record(&Outcome {
-        path: "/v1/models",
-        model: None,
-        status: response.status().as_u16(),
-        fault: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        stream_started: false,
-        reset: false,
-    });
+    app.handle.record(&Outcome::plain("/v1/models", response.status().as_u16()));
     response
 }
 

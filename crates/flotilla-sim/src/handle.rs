@@ -99,6 +99,23 @@ pub(crate) struct Outcome<'a> {
     pub reset: bool,
 }
 
+impl<'a> Outcome<'a> {
+    /// A request to `path` that generated nothing (no model, no tokens, no fault, no stream):
+    /// the model list, the OAuth token endpoint.
+    pub fn plain(path: &'a str, status: u16) -> Self {
+        Outcome {
+            path,
+            model: None,
+            status,
+            fault: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            stream_started: false,
+            reset: false,
+        }
+    }
+}
+
 /// How a stream ended, reported by the body when it finishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StreamEnd {

@@ -226,16 +226,7 @@ async fn token(State(app): State<Arc<App>>, body: Bytes) -> Response {
         }
         Reply::Injected(status) => injected(status),
     };
-    app.handle.record(&Outcome {
-        path: OAUTH_TOKEN_PATH,
-        model: None,
-        status: response.status().as_u16(),
-        fault: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        stream_started: false,
-        reset: false,
-    });
+    app.handle.record(&Outcome::plain(OAUTH_TOKEN_PATH, response.status().as_u16()));
     response
 }
 
