@@ -399,9 +399,16 @@ impl Conn {
     /// `None` when more bytes are needed.
     fn parse_head(&mut self) -> Result<Option<(StatusCode, HeaderMap, Kind, bool)>, SendError> {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            let n = match resp.parse(&self.buf) {
+            // Uninitialised slots: the parser writes only as many as the response has, instead of
+            // this function clearing all of them (3 KiB) for every response.
+            let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                &self.buf,
+                &mut headers,
+            );
+            let n = match parsed {
                 Ok(httparse::Status::Complete(n)) => n,
                 Ok(httparse::Status::Partial) => return Ok(None),
                 Err(e) => return Err(SendError::new(format!("invalid response head: {e}"))),
