@@ -107,7 +107,9 @@ async fn handle(s: GatewayState, format: ApiFormat, body: Bytes) -> Response {
     };
     let parsed_in = received.elapsed();
     if req.stream {
-        return handle_stream(s, format, req, received, parsed_in).await;
+        // Boxed: a stream's state would otherwise make every request's future larger (the
+        // server allocates one per request).
+        return Box::pin(handle_stream(s, format, req, received, parsed_in)).await;
     }
     match s.router.complete(&req).await {
         Ok(result) => {

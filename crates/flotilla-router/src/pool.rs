@@ -222,7 +222,10 @@ impl Pool {
         loop {
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                // Boxed: the TCP and TLS handshake state is large (~1 KiB, most of it rustls) and
+                // needed only for a new connection; unboxed it would make every request's future
+                // (allocated per request by the server) that much larger.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match conn.exchange(&request, reused).await {
                 Ok((status, headers, kind, keep_alive)) => {

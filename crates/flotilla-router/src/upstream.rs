@@ -259,7 +259,8 @@ impl UpstreamClient {
         if resp.status.is_success() {
             return Ok((resp, sent_at));
         }
-        Err(error_from_response(resp, t.wire, ttfb).await)
+        // Boxed for the same reason as a new connection: only failures need its state.
+        Err(Box::pin(error_from_response(resp, t.wire, ttfb)).await)
     }
 
     /// One non-streaming attempt: the whole answer, parsed. `deadline` bounds the body read.
