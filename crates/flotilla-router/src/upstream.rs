@@ -172,7 +172,7 @@ pub enum EndpointError {
     Header { name: String },
 }
 
-/// The shared upstream client (keep-alive connection pools per scheme and authority).
+/// The shared upstream client (keep-alive connection pools per tokio runtime, scheme and authority).
 #[derive(Clone)]
 pub struct UpstreamClient {
     pools: Arc<Pools>,
