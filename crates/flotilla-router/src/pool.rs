@@ -238,13 +238,21 @@ impl Pool {
         }
     }
 
+    /// The request bytes. A `Host` among `headers` (a provider's own headers) replaces the
+    /// upstream's; `Accept` and the framing headers are this client's to set.
     fn encode_post(&self, path: &str, headers: &HeaderMap, accept: &str, body: &[u8]) -> Vec<u8> {
+        use http::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
         let mut out = Vec::with_capacity(256 + body.len());
         out.extend_from_slice(b"POST ");
         out.extend_from_slice(path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        out.extend_from_slice(&self.host_line);
+        if !headers.contains_key(HOST) {
+            out.extend_from_slice(&self.host_line);
+        }
         for (name, value) in headers {
+            if [&ACCEPT, &CONTENT_LENGTH, &TRANSFER_ENCODING, &CONNECTION].contains(&name) {
+                continue;
+            }
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
@@ -737,6 +745,30 @@ mod tests {
     }
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    #[tokio::test]
+    async fn a_request_has_one_host_accept_and_length_whatever_the_provider_headers_say() {
+        let p = pool(9);
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("k"));
+        let head = |bytes: Vec<u8>| String::from_utf8(bytes).expect("ascii").to_ascii_lowercase();
+        let plain = head(p.encode_post("/v1/messages", &h, "application/json", b"{}"));
+        assert_eq!(
+            plain,
+            "post /v1/messages http/1.1\r\nhost: 127.0.0.1:9\r\nx-api-key: k\r\naccept: application/json\r\ncontent-length: 2\r\n\r\n{}"
+        );
+        for (name, value) in
+            [("host", "api.example"), ("accept", "text/plain"), ("content-length", "99"), ("connection", "close")]
+        {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let text = head(p.encode_post("/v1/messages", &h, "text/event-stream", b"{}"));
+        for (name, want) in [("host", "api.example"), ("accept", "text/event-stream"), ("content-length", "2")] {
+            let values: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix(&format!("{name}: "))).collect();
+            assert_eq!(values, [want], "{name} in {text}");
+        }
+        assert!(!text.contains("connection:"), "{text}");
+    }
 
     #[tokio::test]
     async fn keep_alive_connections_are_reused() {
