@@ -1,7 +1,7 @@
 //! Upstream HTTP clients: one pooled rustls client that speaks Anthropic Messages, OpenAI
 //! Chat Completions and OpenAI Responses (JSON and SSE) to any configured provider.
 //!
-//! Requests go over the HTTP/1.1 connections of [`crate::pool`], read and written by the task
+//! Requests go over the HTTP/1.1 connections of `pool.rs` (private), read and written by the task
 //! that sends them. An attempt clones a `Uri` and a header map built when the config was loaded
 //! ([`endpoint_uri`], [`static_headers`]), so nothing about the upstream is parsed or
 //! formatted per request.
