@@ -278,7 +278,15 @@ api_base = "{api}"
         assert!(Instant::now() < deadline, "gateway not ready after the chaos");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let metrics = reqwest::blocking::get(format!("{base}/metrics")).expect("metrics").text().expect("text");
+    // The last reply can be visible in Slack a moment before its outbox entry is marked
+    // delivered: the outbox must drain, not be empty at this very instant.
+    let metrics = loop {
+        let metrics = reqwest::blocking::get(format!("{base}/metrics")).expect("metrics").text().expect("text");
+        if metrics.contains("flotilla_outbox_depth 0") || Instant::now() >= deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(metrics.contains("flotilla_channel_up{app=\"family-app\"} 1"), "{metrics}");
     assert!(metrics.contains("flotilla_outbox_depth 0"), "{metrics}");
     let status: serde_json::Value =
