@@ -109,7 +109,19 @@ async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() 
 /// flight, and checks that it runs to its end, that serving returns, and that no new
 /// connection is taken.
 async fn shutdown_lets_a_stream_finish(g: Gateway) {
-    g.ant.handle().add_fault(FaultRule::new(Fault::StallMidStream { after_events: 3, ms: 500 }));
+    let resp = stream_stalled_then_shut_down(&g, 500).await;
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.text()).await.expect("no hang").expect("body");
+    assert!(body.contains("event: message_stop"), "the stream ran to its end during the drain: {body}");
+    tokio::time::timeout(Duration::from_secs(10), g.served).await.expect("serve returns").expect("join").expect("ok");
+    assert!(g.state.readiness.problems().contains(&"shutting down".to_owned()), "draining is not ready");
+    let again = reqwest::Client::new().get(format!("{}/healthz", g.url)).send().await;
+    assert!(again.is_err(), "no new connections after shutdown: {again:?}");
+}
+
+/// Starts a stream that stalls for `stall_ms` after its first events and, once its head
+/// arrived, starts the gateway's shutdown.
+async fn stream_stalled_then_shut_down(g: &Gateway, stall_ms: u64) -> reqwest::Response {
+    g.ant.handle().add_fault(FaultRule::new(Fault::StallMidStream { after_events: 3, ms: stall_ms }));
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/messages", g.url))
         .json(&stream_request())
@@ -118,12 +130,7 @@ async fn shutdown_lets_a_stream_finish(g: Gateway) {
         .expect("stream head");
     assert_eq!(resp.status(), 200);
     g.stop.cancel();
-    let body = tokio::time::timeout(Duration::from_secs(10), resp.text()).await.expect("no hang").expect("body");
-    assert!(body.contains("event: message_stop"), "the stream ran to its end during the drain: {body}");
-    tokio::time::timeout(Duration::from_secs(10), g.served).await.expect("serve returns").expect("join").expect("ok");
-    assert!(g.state.readiness.problems().contains(&"shutting down".to_owned()), "draining is not ready");
-    let again = reqwest::Client::new().get(format!("{}/healthz", g.url)).send().await;
-    assert!(again.is_err(), "no new connections after shutdown: {again:?}");
+    resp
 }
 
 #[tokio::test]
@@ -147,15 +154,7 @@ async fn serving_threads_answer_and_drain_like_serve() {
 #[tokio::test]
 async fn the_drain_timeout_closes_a_stream_that_does_not_finish() {
     let g = gateway(Duration::from_millis(200)).await;
-    g.ant.handle().add_fault(FaultRule::new(Fault::StallMidStream { after_events: 3, ms: 60_000 }));
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/messages", g.url))
-        .json(&stream_request())
-        .send()
-        .await
-        .expect("stream head");
-    assert_eq!(resp.status(), 200);
-    g.stop.cancel();
+    let resp = stream_stalled_then_shut_down(&g, 60_000).await;
     tokio::time::timeout(Duration::from_secs(10), g.served).await.expect("serve returns").expect("join").expect("ok");
     // The connection was closed under the stream: the body ends without its last event.
     let body = tokio::time::timeout(Duration::from_secs(10), resp.text()).await.expect("no hang");
