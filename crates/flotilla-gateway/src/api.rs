@@ -95,7 +95,7 @@ fn routing_headers(headers: &mut HeaderMap, answered: &Answered, attempts: usize
     headers.insert(ATTEMPTS, n);
 }
 
-async fn handle(s: GatewayState, format: ApiFormat, body: Bytes) -> Response {
+pub(crate) async fn handle(s: GatewayState, format: ApiFormat, body: Bytes) -> Response {
     let received = Instant::now();
     let req = match parse(format, &body) {
         Ok(r) => r,

@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+mod h1;
 mod ops;
 mod wake;
 
@@ -24,7 +25,7 @@ use flotilla_router::Router;
 use flotilla_telemetry::Metrics;
 use http::{Method, Request};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
@@ -127,24 +128,8 @@ pub async fn serve(
         };
         // Nagle off: SSE chunks must not wait for the previous one's ACK.
         let _ = stream.set_nodelay(true);
-        let conn = builder.clone();
-        let service = service.clone();
-        let (finish, close) = (finish.clone(), close.clone());
-        tracker.spawn(wake::Coalesce::new(async move {
-            let conn = conn.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                biased;
-                _ = conn.as_mut() => return,
-                () = close.cancelled() => return,
-                () = finish.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-            tokio::select! {
-                biased;
-                _ = conn => {}
-                () = close.cancelled() => {}
-            }
-        }));
+        let handoff = h1::Handoff { builder: builder.clone(), service: service.clone() };
+        tracker.spawn(h1::serve_connection(stream, handoff, finish.clone(), close.clone()));
     }
     readiness.set_draining();
     drop(listener);
@@ -234,7 +219,7 @@ pub async fn serve_threads(
 /// and rejections are the same; with keys, the key check lives in the router, so everything
 /// goes through it.
 #[derive(Clone)]
-struct Service {
+pub(crate) struct Service {
     state: GatewayState,
     app: AxumRouter,
     direct: bool,

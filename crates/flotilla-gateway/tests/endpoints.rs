@@ -381,3 +381,297 @@ async fn ops_endpoints_report_state() {
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.text().await.expect("text").contains("slack:family-app: socket stale"));
 }
+
+// ---- Raw HTTP/1.1 on one connection: the gateway's own request path (`h1`) and the
+// ---- requests it leaves to hyper, mixed on the same connection.
+
+/// One response read off a raw connection.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// A client connection that reads responses one at a time (interim 1xx ones skipped, but
+/// counted), by `content-length`, chunked framing or to EOF.
+struct Conn {
+    rd: tokio::net::tcp::OwnedReadHalf,
+    /// `None` once a test took it to write from another task.
+    wr: Option<tokio::net::tcp::OwnedWriteHalf>,
+    buf: Vec<u8>,
+    interim: usize,
+}
+
+impl Conn {
+    async fn open(url: &str) -> Conn {
+        let addr = url.trim_start_matches("http://");
+        let (rd, wr) = tokio::net::TcpStream::connect(addr).await.expect("connect").into_split();
+        Conn { rd, wr: Some(wr), buf: Vec::new(), interim: 0 }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.wr.as_mut().expect("writer").write_all(bytes).await.expect("write");
+    }
+
+    /// Reads more; false at EOF.
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(10), self.rd.read(&mut chunk))
+            .await
+            .expect("response within 10 s")
+            .unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    async fn response(&mut self) -> Raw {
+        loop {
+            let mut slots = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut slots);
+            if let httparse::Status::Complete(len) = resp.parse(&self.buf).expect("a valid response head") {
+                let status = resp.code.expect("status");
+                let headers: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                self.buf.drain(..len);
+                if status < 200 {
+                    self.interim += 1;
+                    continue;
+                }
+                let mut raw = Raw { status, headers, body: Vec::new() };
+                if let Some(n) = raw.header("content-length").map(|v| v.parse::<usize>().expect("length")) {
+                    while self.buf.len() < n {
+                        assert!(self.fill().await, "EOF inside a body");
+                    }
+                    raw.body = self.buf.drain(..n).collect();
+                } else if raw.header("transfer-encoding") == Some("chunked") {
+                    raw.body = self.chunked().await;
+                } else {
+                    while self.fill().await {}
+                    raw.body = std::mem::take(&mut self.buf);
+                }
+                return raw;
+            }
+            assert!(self.fill().await, "EOF before a response head");
+        }
+    }
+
+    async fn chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                assert!(self.fill().await, "EOF inside a chunk size");
+            };
+            let size = usize::from_str_radix(std::str::from_utf8(&self.buf[..line_end]).expect("size"), 16)
+                .expect("hex chunk size");
+            while self.buf.len() < line_end + 2 + size + 2 {
+                assert!(self.fill().await, "EOF inside a chunk");
+            }
+            body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+            assert_eq!(&self.buf[line_end + 2 + size..line_end + 4 + size], b"\r\n", "chunk ends with CRLF");
+            self.buf.drain(..line_end + 4 + size);
+            if size == 0 {
+                return body;
+            }
+        }
+    }
+
+    /// True if the server closed the connection (nothing more to read).
+    async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+}
+
+fn raw_post(path: &str, extra_headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n{extra_headers}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+const HI: &str = r#"{"model":"family","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
+const HI_CHAT: &str = r#"{"model":"family","messages":[{"role":"user","content":"hi"}]}"#;
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_connection_close_is_honoured() {
+    let f = fixture(&[]).await;
+    let mut c = Conn::open(&f.url).await;
+    // Three requests in one write: two formats, then one asking to close.
+    let mut bytes = raw_post("/v1/messages?beta=true", "", HI);
+    bytes.extend(raw_post("/v1/chat/completions", "", HI_CHAT));
+    bytes.extend(raw_post("/v1/messages", "connection: close\r\n", HI));
+    c.send(&bytes).await;
+    let first = c.response().await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(first.json()["type"], "message");
+    assert_eq!(first.header("x-flotilla-model"), Some("anthropic/claude-opus-4-6"));
+    assert_eq!(first.header("x-flotilla-attempts"), Some("1"));
+    assert_eq!(first.header("content-type"), Some("application/json"));
+    assert!(first.header("date").is_some_and(|d| d.ends_with(" GMT")), "{first:?}");
+    assert_eq!(first.header("connection"), None);
+    let second = c.response().await;
+    assert_eq!(second.status, 200, "{second:?}");
+    assert_eq!(second.json()["object"], "chat.completion");
+    let third = c.response().await;
+    assert_eq!(third.status, 200);
+    assert_eq!(third.header("connection"), Some("close"));
+    assert!(c.closed().await, "the server closes after `connection: close`");
+}
+
+#[tokio::test]
+async fn a_request_split_into_pieces_is_read_whole() {
+    let f = fixture(&[]).await;
+    let mut c = Conn::open(&f.url).await;
+    let bytes = raw_post("/v1/messages", "", HI);
+    // Inside the request line, inside a header, at the blank line, inside the body.
+    for piece in [
+        &bytes[..7],
+        &bytes[7..40],
+        &bytes[40..bytes.len() - HI.len() - 2],
+        &bytes[bytes.len() - HI.len() - 2..bytes.len() - 10],
+        &bytes[bytes.len() - 10..],
+    ] {
+        c.send(piece).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = c.response().await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["type"], "message");
+}
+
+#[tokio::test]
+async fn requests_left_to_hyper_keep_working_on_the_same_connection() {
+    let f = fixture(&[]).await;
+    let mut c = Conn::open(&f.url).await;
+    // A compatible request first (served by the gateway's own path), then one it leaves to
+    // hyper: the connection continues there with the bytes already read.
+    c.send(&raw_post("/v1/messages", "", HI)).await;
+    assert_eq!(c.response().await.status, 200);
+    c.send(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n").await;
+    let health = c.response().await;
+    assert_eq!(health.status, 200, "{health:?}");
+    // A chunked request body, then `Expect: 100-continue`, then a plain one again.
+    let chunked = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+        10,
+        &HI[..10],
+        HI.len() - 10,
+        &HI[10..]
+    );
+    c.send(chunked.as_bytes()).await;
+    let r = c.response().await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["type"], "message");
+    c.send(&raw_post("/v1/messages", "expect: 100-continue\r\n", HI)).await;
+    let r = c.response().await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(c.interim, 1, "100 Continue came first");
+    c.send(&raw_post("/v1/chat/completions", "", HI_CHAT)).await;
+    let r = c.response().await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["object"], "chat.completion");
+}
+
+#[tokio::test]
+async fn a_connection_that_starts_with_another_request_is_served() {
+    let f = fixture(&[]).await;
+    // An unknown path first: axum's 404, then the compatible endpoint on the same connection.
+    let mut c = Conn::open(&f.url).await;
+    c.send(b"GET /nope HTTP/1.1\r\nhost: gw\r\n\r\n").await;
+    assert_eq!(c.response().await.status, 404);
+    c.send(&raw_post("/v1/messages", "", HI)).await;
+    assert_eq!(c.response().await.status, 200);
+    // HTTP/1.0: answered, then closed.
+    let mut c = Conn::open(&f.url).await;
+    let req = format!("POST /v1/messages HTTP/1.0\r\ncontent-length: {}\r\n\r\n{HI}", HI.len());
+    c.send(req.as_bytes()).await;
+    let r = c.response().await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["type"], "message");
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn bad_heads_and_oversized_bodies_get_http_errors() {
+    let f = fixture(&[]).await;
+    let mut c = Conn::open(&f.url).await;
+    c.send(b"POST /v1/messages HTTP/1.1\r\nbad header line\r\n\r\n").await;
+    assert_eq!(c.response().await.status, 400);
+    let mut c = Conn::open(&f.url).await;
+    c.send(b"POST /v1/messages HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab").await;
+    assert_eq!(c.response().await.status, 400, "conflicting lengths are refused");
+    let mut c = Conn::open(&f.url).await;
+    let big = 3 * 1024 * 1024;
+    c.send(format!("POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-length: {big}\r\n\r\n").as_bytes()).await;
+    // The server stops reading at its limit: the body is written from another task.
+    let mut wr = c.wr.take().expect("writer");
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = wr.write_all(&vec![b'x'; big]).await;
+        wr
+    });
+    let r = c.response().await;
+    writer.abort();
+    assert_eq!(r.status, 413, "{r:?}");
+    // A body that is not a request in the endpoint's format: an error in that format.
+    let mut c = Conn::open(&f.url).await;
+    c.send(&raw_post("/v1/chat/completions", "", "{not json")).await;
+    let r = c.response().await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn a_stream_is_sent_chunked_and_the_connection_is_reused_after_it() {
+    let f = fixture(&[]).await;
+    let mut c = Conn::open(&f.url).await;
+    let body = r#"{"model":"family","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    c.send(&raw_post("/v1/messages", "", body)).await;
+    let r = c.response().await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    let events: Vec<String> = sse(&String::from_utf8_lossy(&r.body)).into_iter().filter_map(|(e, _)| e).collect();
+    assert_eq!(events.first().map(String::as_str), Some("message_start"));
+    assert_eq!(events.last().map(String::as_str), Some("message_stop"));
+    c.send(&raw_post("/v1/messages", "", HI)).await;
+    assert_eq!(c.response().await.status, 200);
+}
+
+#[tokio::test]
+async fn client_keys_are_checked_on_raw_connections() {
+    let f = fixture(&["gw-key-1"]).await;
+    let mut c = Conn::open(&f.url).await;
+    c.send(&raw_post("/v1/messages", "", HI)).await;
+    let r = c.response().await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.starts_with("missing api key")));
+    // The refused request's body was read: the connection stays in step.
+    c.send(&raw_post("/v1/chat/completions", "authorization: Bearer wrong\r\n", HI_CHAT)).await;
+    let r = c.response().await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["message"], "invalid api key");
+    c.send(&raw_post("/v1/messages", "x-api-key: gw-key-1\r\n", HI)).await;
+    assert_eq!(c.response().await.status, 200);
+    c.send(&raw_post("/v1/chat/completions", "authorization: Bearer gw-key-1\r\n", HI_CHAT)).await;
+    assert_eq!(c.response().await.status, 200);
+}

@@ -1,0 +1,354 @@
+//! A small HTTP/1.1 server path for the three compatible endpoints; hyper serves the rest.
+//!
+//! Each new connection starts here. As long as its requests are plain HTTP/1.1 `POST`s to
+//! `/v1/messages`, `/v1/chat/completions` or `/v1/responses` with a `Content-Length` body (what
+//! the official SDKs and agents send), they are read, answered and written by this module:
+//! the head is parsed by `httparse` into stack slots and handed to the endpoint handler as
+//! bytes, no `http::Request` or header map is built, and the answer goes out in one write.
+//! The first request that is anything else (another path or method, HTTP/1.0, a chunked body,
+//! `Expect`, `Upgrade`, the HTTP/2 preface, a head `httparse` rejects, a body over the limit) is
+//! not consumed: the connection, with the bytes already read put back in front, is served by
+//! hyper for the rest of its life, so every case this module does not handle is answered
+//! exactly as before. hyper's server and its header maps were about 7 % of the gateway's CPU
+//! per request at 2,000 req/s (see BENCHMARKS.md).
+
+use std::io::{self, Write as _};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use axum::response::Response;
+use bytes::{Buf, Bytes, BytesMut};
+use flotilla_proto::ApiFormat;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use secrecy::SecretString;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Service, api, auth, wake};
+
+/// The largest body read here, as axum's default body limit (larger ones go to hyper, where
+/// the `Bytes` extractor answers 413 as it always did).
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Header slots for one request head; a head with more goes to hyper (which allows 100).
+const MAX_HEADERS: usize = 48;
+/// A head not complete within this many bytes goes to hyper (which answers 431 if it is
+/// larger than its own limit).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// How a connection ends or continues after the first request hyper must serve.
+pub(crate) struct Handoff {
+    pub builder: ConnBuilder<TokioExecutor>,
+    pub service: Service,
+}
+
+/// Serves one client connection (see the module docs). `finish` asks it to end after the
+/// request in progress (an idle connection closes at once); `close` drops it.
+pub(crate) async fn serve_connection(
+    mut stream: TcpStream,
+    handoff: Handoff,
+    finish: CancellationToken,
+    close: CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        let head = loop {
+            match parse_head(&buf, &handoff.service.state.keys) {
+                Parsed::Simple(h) => break h,
+                Parsed::Other => return hyper_serves(stream, buf, handoff, finish, close).await,
+                Parsed::Partial if buf.len() >= MAX_HEAD => {
+                    return hyper_serves(stream, buf, handoff, finish, close).await;
+                }
+                Parsed::Partial => {}
+            }
+            // Between requests, a shutdown closes the (idle) connection; inside a head it
+            // waits for the request like hyper does, until `close`.
+            let read = if buf.is_empty() {
+                tokio::select! {
+                    biased;
+                    () = close.cancelled() => return,
+                    () = finish.cancelled() => return,
+                    r = stream.read_buf(&mut buf) => r,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    () = close.cancelled() => return,
+                    r = stream.read_buf(&mut buf) => r,
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        buf.advance(head.len);
+        while buf.len() < head.body_len {
+            buf.reserve(head.body_len - buf.len());
+            let read = tokio::select! {
+                biased;
+                () = close.cancelled() => return,
+                r = stream.read_buf(&mut buf) => r,
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let body = Bytes::copy_from_slice(&buf[..head.body_len]);
+        buf.advance(head.body_len);
+        let resp = match head.rejection {
+            Some(resp) => resp,
+            None => {
+                let answer = api::handle(handoff.service.state.clone(), head.format, body);
+                tokio::select! {
+                    biased;
+                    () = close.cancelled() => return,
+                    resp = answer => resp,
+                }
+            }
+        };
+        let keep_alive = head.keep_alive && !finish.is_cancelled();
+        let written = tokio::select! {
+            biased;
+            () = close.cancelled() => return,
+            r = write_response(&mut stream, resp, keep_alive) => r,
+        };
+        if written.is_err() || !keep_alive {
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// What [`parse_head`] found at the start of the buffer.
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A request this module serves.
+    Simple(Head),
+    /// Anything else: hyper serves the connection from here on.
+    Other,
+}
+
+/// The parts of a request head the compatible endpoints need.
+struct Head {
+    /// Bytes of the head, up to and including the blank line.
+    len: usize,
+    body_len: usize,
+    format: ApiFormat,
+    keep_alive: bool,
+    /// The answer when the client key check failed (the body is still read, to keep the
+    /// connection in step).
+    rejection: Option<Response>,
+}
+
+fn parse_head(buf: &[u8], keys: &[SecretString]) -> Parsed {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    if req.method != Some("POST") || req.version != Some(1) {
+        return Parsed::Other;
+    }
+    let path = req.path.unwrap_or_default();
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let format = match path {
+        "/v1/messages" => ApiFormat::Anthropic,
+        "/v1/chat/completions" => ApiFormat::OpenAiChat,
+        "/v1/responses" => ApiFormat::OpenAiResponses,
+        _ => return Parsed::Other,
+    };
+    let mut body_len: Option<usize> = None;
+    let mut keep_alive = true;
+    let mut api_key: Option<&[u8]> = None;
+    let mut bearer: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value).ok().filter(|v| v.bytes().all(|b| b.is_ascii_digit()));
+            match (body_len, n.and_then(|v| v.parse::<usize>().ok())) {
+                (None, Some(n)) => body_len = Some(n),
+                _ => return Parsed::Other,
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Other;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("upgrade")
+        {
+            return Parsed::Other;
+        } else if name.eq_ignore_ascii_case("x-api-key") {
+            api_key = Some(h.value);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            bearer = Some(h.value);
+        }
+    }
+    let Some(body_len) = body_len.filter(|n| *n <= BODY_LIMIT) else {
+        return Parsed::Other;
+    };
+    let rejection = if keys.is_empty() {
+        None
+    } else {
+        // As `auth::require_key`: a value that is not text counts as absent.
+        let presented = text(api_key).or_else(|| text(bearer).and_then(|v| v.strip_prefix("Bearer ")));
+        auth::check(keys, presented).err().map(|err| api::error_response(format, &err, None))
+    };
+    Parsed::Simple(Head { len, body_len, format, keep_alive, rejection })
+}
+
+fn text(v: Option<&[u8]>) -> Option<&str> {
+    v.and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Writes `resp` as HTTP/1.1: with `content-length` and in one write when the body's size is
+/// known (every non-streaming answer), else chunked, one chunk per body frame as it comes.
+async fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool) -> io::Result<()> {
+    let (parts, mut body) = resp.into_parts();
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    push_date(&mut out);
+    out.extend_from_slice(b"\r\n");
+    let exact = http_body::Body::size_hint(&body).exact();
+    if let Some(len) = exact {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(len.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        let head_len = out.len();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.map_err(io::Error::other)?.into_data() {
+                out.extend_from_slice(&data);
+            }
+        }
+        if (out.len() - head_len) as u64 != len {
+            // A body that broke its own size hint: the connection cannot be kept in step.
+            return Err(io::Error::other("response body length does not match its size hint"));
+        }
+        return stream.write_all(&out).await;
+    }
+    out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    stream.write_all(&out).await?;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(io::Error::other)?.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        out.clear();
+        write!(out, "{:x}\r\n", data.len())?;
+        out.extend_from_slice(&data);
+        out.extend_from_slice(b"\r\n");
+        stream.write_all(&out).await?;
+    }
+    stream.write_all(b"0\r\n\r\n").await
+}
+
+/// The `date` header value, formatted at most once a second per thread (as hyper does).
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            *at = secs;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+/// Hands the connection to hyper, with the bytes already read in front of the socket's.
+async fn hyper_serves(
+    stream: TcpStream,
+    read: BytesMut,
+    handoff: Handoff,
+    finish: CancellationToken,
+    close: CancellationToken,
+) {
+    let io = Rewind { read: read.freeze(), inner: stream };
+    let Handoff { builder, service } = handoff;
+    wake::Coalesce::new(async move {
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            biased;
+            _ = conn.as_mut() => return,
+            () = close.cancelled() => return,
+            () = finish.cancelled() => conn.as_mut().graceful_shutdown(),
+        }
+        tokio::select! {
+            biased;
+            _ = conn => {}
+            () = close.cancelled() => {}
+        }
+    })
+    .await;
+}
+
+/// A socket with bytes already read from it put back in front.
+struct Rewind {
+    read: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
