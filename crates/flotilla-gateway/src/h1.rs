@@ -20,6 +20,7 @@ use std::time::SystemTime;
 use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use flotilla_proto::ApiFormat;
+use futures::FutureExt as _;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -254,19 +255,37 @@ async fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool
         return stream.write_all(&out).await;
     }
     out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-    stream.write_all(&out).await?;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(io::Error::other)?.into_data() else { continue };
-        if data.is_empty() {
-            continue;
+    // The head goes out with the first frame; frames that are ready together (a stream's held
+    // back lifecycle events and its first content, or a burst of tokens) go out in one write,
+    // as hyper does.
+    let mut frame = body.frame().await;
+    loop {
+        let ended = loop {
+            match frame {
+                None => break true,
+                Some(f) => {
+                    if let Ok(data) = f.map_err(io::Error::other)?.into_data()
+                        && !data.is_empty()
+                    {
+                        write!(out, "{:x}\r\n", data.len())?;
+                        out.extend_from_slice(&data);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+            match body.frame().now_or_never() {
+                Some(next) => frame = next,
+                None => break false,
+            }
+        };
+        if ended {
+            out.extend_from_slice(b"0\r\n\r\n");
+            return stream.write_all(&out).await;
         }
-        out.clear();
-        write!(out, "{:x}\r\n", data.len())?;
-        out.extend_from_slice(&data);
-        out.extend_from_slice(b"\r\n");
         stream.write_all(&out).await?;
+        out.clear();
+        frame = body.frame().await;
     }
-    stream.write_all(b"0\r\n\r\n").await
 }
 
 /// The `date` header value, formatted at most once a second per thread (as hyper does).
