@@ -10,7 +10,8 @@
 //! not consumed: the connection, with the bytes already read put back in front, is served by
 //! hyper for the rest of its life, so every case this module does not handle is answered
 //! exactly as before. hyper's server and its header maps were about 7 % of the gateway's CPU
-//! per request at 2,000 req/s (see BENCHMARKS.md).
+//! per request at 2,000 req/s; with this path the gateway's CPU per request fell from ~128 to
+//! ~100 µs (see BENCHMARKS.md, session 4).
 
 use std::io::{self, Write as _};
 use std::pin::Pin;
@@ -40,7 +41,8 @@ const MAX_HEADERS: usize = 48;
 /// larger than its own limit).
 const MAX_HEAD: usize = 64 * 1024;
 
-/// How a connection ends or continues after the first request hyper must serve.
+/// What a connection needs from `serve`: the service for every request (its state for the
+/// ones served here), and the hyper connection builder for when hyper takes over.
 pub(crate) struct Handoff {
     pub builder: ConnBuilder<TokioExecutor>,
     pub service: Service,
@@ -49,20 +51,38 @@ pub(crate) struct Handoff {
 /// Serves one client connection (see the module docs). `finish` asks it to end after the
 /// request in progress (an idle connection closes at once); `close` drops it.
 pub(crate) async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     handoff: Handoff,
     finish: CancellationToken,
     close: CancellationToken,
 ) {
+    // One wait for `close` around the whole connection: a token's wait takes its lock at
+    // every poll, so it is not set up again for every read and write of every request.
+    let served = tokio::select! {
+        biased;
+        () = close.cancelled() => return,
+        rest = requests(stream, &handoff.service, &finish) => rest,
+    };
+    if let Some((stream, read)) = served {
+        hyper_serves(stream, read, handoff, finish, close).await;
+    }
+}
+
+/// Serves requests until the connection ends (`None`) or a request must go to hyper: then
+/// the socket and the bytes read from it so far.
+async fn requests(
+    mut stream: TcpStream,
+    service: &Service,
+    finish: &CancellationToken,
+) -> Option<(TcpStream, BytesMut)> {
     let mut buf = BytesMut::with_capacity(4096);
+    let mut finished = std::pin::pin!(finish.cancelled());
     loop {
         let head = loop {
-            match parse_head(&buf, &handoff.service.state.keys) {
+            match parse_head(&buf, &service.state.keys) {
                 Parsed::Simple(h) => break h,
-                Parsed::Other => return hyper_serves(stream, buf, handoff, finish, close).await,
-                Parsed::Partial if buf.len() >= MAX_HEAD => {
-                    return hyper_serves(stream, buf, handoff, finish, close).await;
-                }
+                Parsed::Other => return Some((stream, buf)),
+                Parsed::Partial if buf.len() >= MAX_HEAD => return Some((stream, buf)),
                 Parsed::Partial => {}
             }
             // Between requests, a shutdown closes the (idle) connection; inside a head it
@@ -70,32 +90,22 @@ pub(crate) async fn serve_connection(
             let read = if buf.is_empty() {
                 tokio::select! {
                     biased;
-                    () = close.cancelled() => return,
-                    () = finish.cancelled() => return,
                     r = stream.read_buf(&mut buf) => r,
+                    () = &mut finished => return None,
                 }
             } else {
-                tokio::select! {
-                    biased;
-                    () = close.cancelled() => return,
-                    r = stream.read_buf(&mut buf) => r,
-                }
+                stream.read_buf(&mut buf).await
             };
             match read {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
         };
         buf.advance(head.len);
         while buf.len() < head.body_len {
             buf.reserve(head.body_len - buf.len());
-            let read = tokio::select! {
-                biased;
-                () = close.cancelled() => return,
-                r = stream.read_buf(&mut buf) => r,
-            };
-            match read {
-                Ok(0) | Err(_) => return,
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
         }
@@ -103,24 +113,12 @@ pub(crate) async fn serve_connection(
         buf.advance(head.body_len);
         let resp = match head.rejection {
             Some(resp) => resp,
-            None => {
-                let answer = api::handle(handoff.service.state.clone(), head.format, body);
-                tokio::select! {
-                    biased;
-                    () = close.cancelled() => return,
-                    resp = answer => resp,
-                }
-            }
+            None => api::handle(service.state.clone(), head.format, body).await,
         };
         let keep_alive = head.keep_alive && !finish.is_cancelled();
-        let written = tokio::select! {
-            biased;
-            () = close.cancelled() => return,
-            r = write_response(&mut stream, resp, keep_alive) => r,
-        };
-        if written.is_err() || !keep_alive {
+        if write_response(&mut stream, resp, keep_alive).await.is_err() || !keep_alive {
             let _ = stream.shutdown().await;
-            return;
+            return None;
         }
     }
 }
@@ -239,9 +237,7 @@ async fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool
     out.extend_from_slice(b"\r\n");
     let exact = http_body::Body::size_hint(&body).exact();
     if let Some(len) = exact {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(len.to_string().as_bytes());
-        out.extend_from_slice(b"\r\n\r\n");
+        write!(out, "content-length: {len}\r\n\r\n")?;
         let head_len = out.len();
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame.map_err(io::Error::other)?.into_data() {

@@ -93,10 +93,11 @@ pub fn app(state: GatewayState) -> AxumRouter {
 /// `drain` to finish (streams included) before returning; connections still open then are
 /// closed.
 ///
-/// Each connection is one task (tracked, so none outlives this function) that hyper-util's
-/// HTTP/1.1-or-h2c connection serves with `Service` (the axum router, with a shortcut for
-/// the compatible endpoints), with `TCP_NODELAY` and keep-alive, polled through
-/// `wake::Coalesce`.
+/// Each connection is one task (tracked, so none outlives this function) with `TCP_NODELAY`
+/// and keep-alive. It starts on the gateway's own HTTP/1.1 path for the compatible endpoints
+/// (`h1.rs`) and moves, at the first request that path does not serve, to hyper-util's
+/// HTTP/1.1-or-h2c connection with `Service` (the axum router, with a shortcut for the
+/// compatible endpoints), polled through `wake::Coalesce`.
 pub async fn serve(
     listener: TcpListener,
     state: GatewayState,
@@ -212,8 +213,8 @@ pub async fn serve_threads(
     first.unwrap_or(Ok(()))
 }
 
-/// What each connection serves: [`app`], except that without client keys the three compatible
-/// endpoints are called directly. They are most of the traffic, and the router's matching,
+/// What a connection hyper serves gets: [`app`], except that without client keys the three
+/// compatible endpoints are called directly. They are most of the traffic, and the router's matching,
 /// handler services and boxed futures cost a measurable share of a request (about 6 % of the
 /// gateway's CPU at 2,000 req/s). The body is still read by axum's `Bytes` extractor, so limits
 /// and rejections are the same; with keys, the key check lives in the router, so everything

@@ -675,3 +675,20 @@ async fn client_keys_are_checked_on_raw_connections() {
     c.send(&raw_post("/v1/chat/completions", "authorization: Bearer gw-key-1\r\n", HI_CHAT)).await;
     assert_eq!(c.response().await.status, 200);
 }
+
+#[tokio::test]
+async fn h2c_clients_are_served_by_hyper() {
+    let f = fixture(&[]).await;
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().expect("client");
+    for body in [
+        json!({"model": "family", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
+        json!({"model": "family", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    ] {
+        let r = client.post(format!("{}/v1/messages", f.url)).json(&body).send().await.expect("send");
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-flotilla-model"], "anthropic/claude-opus-4-6");
+        let text = r.text().await.expect("body");
+        assert!(text.contains("[claude-opus-4-6]"), "{text}");
+    }
+}
