@@ -76,6 +76,7 @@ async fn requests(
     finish: &CancellationToken,
 ) -> Option<(TcpStream, BytesMut)> {
     let mut buf = BytesMut::with_capacity(4096);
+    let mut out = Vec::with_capacity(1024);
     let mut finished = std::pin::pin!(finish.cancelled());
     loop {
         let head = loop {
@@ -116,7 +117,7 @@ async fn requests(
             None => api::handle(service.state.clone(), head.format, body).await,
         };
         let keep_alive = head.keep_alive && !finish.is_cancelled();
-        if write_response(&mut stream, resp, keep_alive).await.is_err() || !keep_alive {
+        if write_response(&mut stream, resp, keep_alive, &mut out).await.is_err() || !keep_alive {
             let _ = stream.shutdown().await;
             return None;
         }
@@ -215,9 +216,14 @@ fn text(v: Option<&[u8]>) -> Option<&str> {
 
 /// Writes `resp` as HTTP/1.1: with `content-length` and in one write when the body's size is
 /// known (every non-streaming answer), else chunked, one chunk per body frame as it comes.
-async fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool) -> io::Result<()> {
+/// `out` is the connection's write buffer, kept from one answer to the next.
+async fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool, out: &mut Vec<u8>) -> io::Result<()> {
     let (parts, mut body) = resp.into_parts();
-    let mut out = Vec::with_capacity(1024);
+    // A large answer's buffer is not kept for the rest of the connection.
+    if out.capacity() > 64 * 1024 {
+        *out = Vec::with_capacity(1024);
+    }
+    out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
@@ -233,7 +239,7 @@ async fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"date: ");
-    push_date(&mut out);
+    push_date(out);
     out.extend_from_slice(b"\r\n");
     let exact = http_body::Body::size_hint(&body).exact();
     if let Some(len) = exact {
@@ -248,7 +254,7 @@ async fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool
             // A body that broke its own size hint: the connection cannot be kept in step.
             return Err(io::Error::other("response body length does not match its size hint"));
         }
-        return stream.write_all(&out).await;
+        return stream.write_all(out).await;
     }
     out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
     // The head goes out with the first frame; frames that are ready together (a stream's held
@@ -276,9 +282,9 @@ async fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool
         };
         if ended {
             out.extend_from_slice(b"0\r\n\r\n");
-            return stream.write_all(&out).await;
+            return stream.write_all(out).await;
         }
-        stream.write_all(&out).await?;
+        stream.write_all(out).await?;
         out.clear();
         frame = body.frame().await;
     }

@@ -138,8 +138,21 @@ type PoolKey = (Option<tokio::runtime::Id>, bool, Authority);
 /// one single-threaded runtime per thread, and a connection made on one and used on another
 /// would be woken across threads, and die with the first runtime at shutdown.
 pub struct Pools {
+    /// Tells this set of pools apart in the threads' caches (see [`Pools::pool`]).
+    id: u64,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     tls: TlsConnector,
+}
+
+/// Pools each thread looked up lately: (which [`Pools`], runtime, https, authority, pool).
+/// Weak, so a dropped [`Pools`] takes its pools (and their idle connections) with it.
+type Recent = Vec<(u64, Option<tokio::runtime::Id>, bool, Authority, std::sync::Weak<Pool>)>;
+
+/// How many pools a thread remembers (a gateway thread uses one per upstream).
+const RECENT: usize = 8;
+
+thread_local! {
+    static RECENT_POOLS: std::cell::RefCell<Recent> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for Pools {
@@ -150,21 +163,48 @@ impl std::fmt::Debug for Pools {
 
 impl Pools {
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
-        Pools { pools: Mutex::default(), tls: TlsConnector::from(tls) }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Pools { id, pools: Mutex::default(), tls: TlsConnector::from(tls) }
     }
 
     /// The current runtime's pool for `uri`'s scheme and authority (made on first use).
+    ///
+    /// Looked up in the thread's own short list first: the shared map's lock, hash and key
+    /// clone cost little, but the lock's cache line moved between the gateway's serving
+    /// threads on every request.
     pub fn pool(&self, uri: &Uri) -> Result<Arc<Pool>, SendError> {
         let https = uri.scheme_str() == Some("https");
         let authority = uri.authority().ok_or_else(|| SendError::new(format!("no host in {uri}")))?;
         let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-        let key = (runtime, https, authority.clone());
-        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(p) = pools.get(&key) {
-            return Ok(p.clone());
+        let recent = RECENT_POOLS.with_borrow(|recent| {
+            recent
+                .iter()
+                .find(|(id, rt, h, a, _)| *id == self.id && *rt == runtime && *h == https && a == authority)
+                .and_then(|(.., pool)| pool.upgrade())
+        });
+        if let Some(pool) = recent {
+            return Ok(pool);
         }
-        let pool = Arc::new(Pool::new(https, authority, self.tls.clone())?);
-        pools.insert(key, pool.clone());
+        let pool = {
+            let key = (runtime, https, authority.clone());
+            let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+            match pools.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    let pool = Arc::new(Pool::new(https, authority, self.tls.clone())?);
+                    pools.insert(key, pool.clone());
+                    pool
+                }
+            }
+        };
+        RECENT_POOLS.with_borrow_mut(|recent| {
+            recent.retain(|(.., p)| p.strong_count() > 0);
+            if recent.len() >= RECENT {
+                recent.remove(0);
+            }
+            recent.push((self.id, runtime, https, authority.clone(), Arc::downgrade(&pool)));
+        });
         Ok(pool)
     }
 }
@@ -728,14 +768,42 @@ mod tests {
         }
     }
 
-    fn pool(port: u16) -> Arc<Pool> {
+    fn pools() -> Pools {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("tls")
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth();
-        let pools = Pools::new(Arc::new(tls));
-        pools.pool(&format!("http://127.0.0.1:{port}/v1/messages").parse().expect("uri")).expect("pool")
+        Pools::new(Arc::new(tls))
+    }
+
+    fn pool(port: u16) -> Arc<Pool> {
+        pools().pool(&format!("http://127.0.0.1:{port}/v1/messages").parse().expect("uri")).expect("pool")
+    }
+
+    #[test]
+    fn a_pool_belongs_to_one_set_of_pools_one_runtime_and_one_upstream() {
+        let uri: Uri = "http://127.0.0.1:9/v1/messages".parse().expect("uri");
+        let (a, b) = (pools(), pools());
+        let on_new_runtime = |f: &dyn Fn() -> Arc<Pool>| {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(async { f() })
+        };
+        let [a1, a2] = [0, 1].map(|_| on_new_runtime(&|| a.pool(&uri).expect("pool")));
+        assert!(!Arc::ptr_eq(&a1, &a2), "another runtime on the same thread gets its own pool");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let first = a.pool(&uri).expect("pool");
+            assert!(Arc::ptr_eq(&first, &a.pool(&uri).expect("pool")), "the same pool again");
+            assert!(!Arc::ptr_eq(&first, &b.pool(&uri).expect("pool")), "another set of pools has its own");
+            let https: Uri = "https://127.0.0.1:9/v1/messages".parse().expect("uri");
+            let port: Uri = "http://127.0.0.1:10/v1/messages".parse().expect("uri");
+            assert!(!Arc::ptr_eq(&first, &a.pool(&https).expect("pool")));
+            assert!(!Arc::ptr_eq(&first, &a.pool(&port).expect("pool")));
+            // A dropped set of pools takes its pools with it (the thread keeps no strong ref).
+            let weak = Arc::downgrade(&b.pool(&uri).expect("pool"));
+            drop(b);
+            assert!(weak.upgrade().is_none());
+        });
     }
 
     async fn post(pool: &Arc<Pool>) -> Result<(u16, Bytes), SendError> {

@@ -24,7 +24,8 @@ pub struct Answered {
     pub provider: String,
     pub model: String,
     pub credential: String,
-    /// `provider/model`, formatted once per config load (it goes into a header and a metric).
+    /// `provider/model`, formatted once per config load (it goes into a header and a metric;
+    /// the router hands out one shared `Answered` per candidate and credential).
     model_ref: String,
     /// The same as a header value, also made once per config load (`None` if a name cannot
     /// be a header value).
@@ -32,6 +33,18 @@ pub struct Answered {
 }
 
 impl Answered {
+    pub(crate) fn new(provider: &str, model: &str, credential: &str) -> Self {
+        let model_ref = format!("{provider}/{model}");
+        let model_header = http::HeaderValue::from_str(&model_ref).ok();
+        Answered {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+            credential: credential.to_owned(),
+            model_ref,
+            model_header,
+        }
+    }
+
     /// `provider/model`, as sent in the `x-flotilla-model` header.
     pub fn model_ref(&self) -> &str {
         &self.model_ref
@@ -47,7 +60,7 @@ impl Answered {
 #[derive(Debug)]
 pub struct RouteResult {
     pub response: ChatResponse,
-    pub answered: Answered,
+    pub answered: Arc<Answered>,
     pub attempts: Vec<AttemptRecord>,
     /// Time spent inside the router itself (route entry to the first request sent, plus parsing
     /// the answer); network waits excluded.
@@ -141,7 +154,7 @@ impl Router {
         req: &ChatRequest,
         stream: bool,
         entered: Instant,
-    ) -> Result<(Answer, Answered, Vec<AttemptRecord>, Duration), RouteError> {
+    ) -> Result<(Answer, Arc<Answered>, Vec<AttemptRecord>, Duration), RouteError> {
         let rc = &config.router;
         let deadline = entered + rc.request_timeout;
         let mut attempts: Vec<AttemptRecord> = Vec::new();
@@ -233,13 +246,7 @@ impl Router {
                                     elapsed,
                                     detail: String::new(),
                                 });
-                                let answered = Answered {
-                                    provider: cand.provider.clone(),
-                                    model: cand.model.clone(),
-                                    credential: cred_name.to_owned(),
-                                    model_ref: cand.model_ref.clone(),
-                                    model_header: cand.model_header.clone(),
-                                };
+                                let answered = cred.answered.clone();
                                 return Ok((answer, answered, attempts, first_send.unwrap_or_default()));
                             }
                             Err(failure) => {

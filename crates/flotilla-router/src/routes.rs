@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::error::RouteError;
 use crate::health::Key;
-use crate::router::resolve;
+use crate::router::{Answered, resolve};
 use crate::upstream::{EndpointError, endpoint_uri, static_headers};
 
 /// One config, compiled.
@@ -42,10 +42,6 @@ pub(crate) struct Plan {
 pub(crate) struct Candidate {
     pub provider: String,
     pub model: String,
-    /// `provider/model`.
-    pub model_ref: String,
-    /// `model_ref` as a header value.
-    pub model_header: Option<http::HeaderValue>,
     /// `None` when the provider is not configured (the attempt is recorded as skipped).
     pub upstream: Option<Upstream>,
 }
@@ -71,6 +67,8 @@ pub(crate) struct CredentialPlan {
     pub cred_key: Key,
     pub exact_key: Key,
     pub headers: Result<HeaderMap, EndpointError>,
+    /// What a success with this credential reports (made here, so an answer clones one `Arc`).
+    pub answered: Arc<Answered>,
 }
 
 /// The series a successful attempt updates, looked up once instead of per request (what
@@ -188,9 +186,7 @@ fn candidate(config: &Config, c: &ModelRef) -> Candidate {
             success: OnceLock::new(),
         }
     });
-    let model_ref = c.to_string();
-    let model_header = http::HeaderValue::from_str(&model_ref).ok();
-    Candidate { provider: c.provider.clone(), model: c.model.clone(), model_ref, model_header, upstream }
+    Candidate { provider: c.provider.clone(), model: c.model.clone(), upstream }
 }
 
 fn credential_plan(
@@ -205,6 +201,7 @@ fn credential_plan(
         cred_key: Key::credential(&c.provider, name),
         exact_key: Key::exact(&c.provider, &c.model, name),
         headers,
+        answered: Arc::new(Answered::new(&c.provider, &c.model, name)),
     }
 }
 

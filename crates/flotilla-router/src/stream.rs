@@ -2,6 +2,7 @@
 //! failure is reported to the client as a protocol-level error event, never as a hang.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::StreamEvent;
@@ -16,7 +17,7 @@ pub struct CommittedStream {
     head: VecDeque<StreamEvent>,
     upstream: Box<UpstreamStream>,
     /// Who answered and what was tried before.
-    pub answered: Answered,
+    pub answered: Arc<Answered>,
     pub attempts: Vec<AttemptRecord>,
     /// Longest silence tolerated between two upstream events.
     idle_timeout: Duration,
@@ -29,7 +30,7 @@ impl CommittedStream {
     pub(crate) fn new(
         head: Vec<StreamEvent>,
         upstream: Box<UpstreamStream>,
-        answered: Answered,
+        answered: Arc<Answered>,
         attempts: Vec<AttemptRecord>,
         idle_timeout: Duration,
         own_time: Duration,
