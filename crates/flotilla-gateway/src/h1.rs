@@ -114,7 +114,24 @@ async fn requests(
         buf.advance(head.body_len);
         let resp = match head.rejection {
             Some(resp) => resp,
-            None => api::handle(service.state.clone(), head.format, body).await,
+            None => {
+                // The client socket is watched while the request runs, as hyper does: a client
+                // that closes its connection cancels the request (and its upstream attempt).
+                // Bytes that arrive meanwhile are the next request's, kept for later. (After a
+                // short read tokio knows the socket is drained, so this costs no syscall.)
+                let answer = api::handle(service.state.clone(), head.format, body);
+                tokio::pin!(answer);
+                loop {
+                    tokio::select! {
+                        biased;
+                        resp = &mut answer => break resp,
+                        read = stream.read_buf(&mut buf), if buf.len() < MAX_HEAD => match read {
+                            Ok(0) | Err(_) => return None,
+                            Ok(_) => {}
+                        },
+                    }
+                }
+            }
         };
         let keep_alive = head.keep_alive && !finish.is_cancelled();
         if write_response(&mut stream, resp, keep_alive, &mut out).await.is_err() || !keep_alive {

@@ -692,3 +692,25 @@ async fn h2c_clients_are_served_by_hyper() {
         assert!(text.contains("[claude-opus-4-6]"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_closes_its_connection_cancels_its_request() {
+    let f = fixture(&[]).await;
+    let finished = |metrics: &str| {
+        metrics.contains("flotilla_requests_total{api=\"anthropic\",outcome=\"ok\",stream=\"false\"} 1")
+    };
+    // The primary takes 600 ms to answer (within the 1 s time to first byte).
+    f.ant.handle().add_fault(FaultRule::new(Fault::StallBeforeFirstByte { ms: 600 }).count(2));
+    let mut gone = Conn::open(&f.url).await;
+    gone.send(&raw_post("/v1/messages", "", HI)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(gone);
+    // A request that stays connected on the same stall is answered and counted...
+    let mut stays = Conn::open(&f.url).await;
+    stays.send(&raw_post("/v1/messages", "", HI)).await;
+    assert_eq!(stays.response().await.status, 200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let metrics = f.state.metrics.encode();
+    // ...once: the one whose client left was dropped, not answered into a closed socket.
+    assert!(finished(&metrics), "{metrics}");
+}
