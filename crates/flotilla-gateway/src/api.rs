@@ -43,13 +43,20 @@ pub async fn direct(s: GatewayState, format: ApiFormat, req: axum::extract::Requ
     }
 }
 
+/// The API format of a compatible endpoint's path (query string excluded), `None` for any
+/// other path.
+pub fn endpoint_format(path: &str) -> Option<ApiFormat> {
+    match path {
+        "/v1/messages" => Some(ApiFormat::Anthropic),
+        "/v1/chat/completions" => Some(ApiFormat::OpenAiChat),
+        "/v1/responses" => Some(ApiFormat::OpenAiResponses),
+        _ => None,
+    }
+}
+
 /// The API format of an endpoint path, for errors raised before a handler runs.
 pub fn format_for_path(path: &str) -> ApiFormat {
-    match path {
-        "/v1/chat/completions" => ApiFormat::OpenAiChat,
-        "/v1/responses" => ApiFormat::OpenAiResponses,
-        _ => ApiFormat::Anthropic,
-    }
+    endpoint_format(path).unwrap_or(ApiFormat::Anthropic)
 }
 
 fn parse(format: ApiFormat, body: &[u8]) -> Result<ChatRequest, ProtoError> {

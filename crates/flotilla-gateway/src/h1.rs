@@ -176,11 +176,8 @@ fn parse_head(buf: &[u8], keys: &[SecretString]) -> Parsed {
     }
     let path = req.path.unwrap_or_default();
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let format = match path {
-        "/v1/messages" => ApiFormat::Anthropic,
-        "/v1/chat/completions" => ApiFormat::OpenAiChat,
-        "/v1/responses" => ApiFormat::OpenAiResponses,
-        _ => return Parsed::Other,
+    let Some(format) = api::endpoint_format(path) else {
+        return Parsed::Other;
     };
     let mut body_len: Option<usize> = None;
     let mut keep_alive = true;
@@ -220,15 +217,9 @@ fn parse_head(buf: &[u8], keys: &[SecretString]) -> Parsed {
     let rejection = if keys.is_empty() {
         None
     } else {
-        // As `auth::require_key`: a value that is not text counts as absent.
-        let presented = text(api_key).or_else(|| text(bearer).and_then(|v| v.strip_prefix("Bearer ")));
-        auth::check(keys, presented).err().map(|err| api::error_response(format, &err, None))
+        auth::check(keys, api_key, bearer).err().map(|err| api::error_response(format, &err, None))
     };
     Parsed::Simple(Head { len, body_len, format, keep_alive, rejection })
-}
-
-fn text(v: Option<&[u8]>) -> Option<&str> {
-    v.and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// Writes `resp` as HTTP/1.1: with `content-length` and in one write when the body's size is

@@ -20,7 +20,6 @@ use axum::Router as AxumRouter;
 use axum::body::Body;
 use axum::response::Response;
 use axum::routing::{get, post};
-use flotilla_proto::ApiFormat;
 use flotilla_router::Router;
 use flotilla_telemetry::Metrics;
 use http::{Method, Request};
@@ -213,12 +212,11 @@ pub async fn serve_threads(
     first.unwrap_or(Ok(()))
 }
 
-/// What a connection hyper serves gets: [`app`], except that without client keys the three
-/// compatible endpoints are called directly. They are most of the traffic, and the router's matching,
-/// handler services and boxed futures cost a measurable share of a request (about 6 % of the
-/// gateway's CPU at 2,000 req/s). The body is still read by axum's `Bytes` extractor, so limits
-/// and rejections are the same; with keys, the key check lives in the router, so everything
-/// goes through it.
+/// What a connection hyper serves gets (h2c, or after a request `h1.rs` leaves to hyper):
+/// [`app`], except that without client keys the three compatible endpoints are called
+/// directly, past the router's matching, handler services and boxed futures. The body is still
+/// read by axum's `Bytes` extractor, so limits and rejections are the same; with keys, the key
+/// check lives in the router, so everything goes through it.
 #[derive(Clone)]
 pub(crate) struct Service {
     state: GatewayState,
@@ -232,12 +230,8 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let format = match (self.direct && req.method() == Method::POST, req.uri().path()) {
-            (true, "/v1/messages") => Some(ApiFormat::Anthropic),
-            (true, "/v1/chat/completions") => Some(ApiFormat::OpenAiChat),
-            (true, "/v1/responses") => Some(ApiFormat::OpenAiResponses),
-            _ => None,
-        };
+        let direct = self.direct && req.method() == Method::POST;
+        let format = if direct { api::endpoint_format(req.uri().path()) } else { None };
         match format {
             Some(format) => {
                 let state = self.state.clone();
